@@ -1,0 +1,67 @@
+"""pytest-hparams: hyperparameter grids as pytest tests, trained over seeds, compared in tables.
+
+Public API; every other module may change.
+"""
+
+from .data import Split, augmentation, breast_cancer, digits
+from .devices import DeviceUnavailable, resolve_device
+from .errors import (
+    CompareExpressionError,
+    HParamsError,
+    ResultsFileError,
+    SettingsError,
+    SpaceError,
+)
+from .hparams import HParams
+from .metrics import MetricSummary, Threshold, lower_is_better
+from .models import MLP, SmallCNN, initialise
+from .recording import RunRecorder, TrialRecorder, seed_everything
+from .report import markdown_tables, render_tables, results_frame
+from .settings import TrainSettings
+from .space import Space, choice, int_uniform, log_uniform, parse_space, uniform
+from .store import RunFile, read_run, write_run
+from .train import evaluate, fit
+from .trial import SeedRun, TrialResult
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MLP",
+    "CompareExpressionError",
+    "DeviceUnavailable",
+    "HParams",
+    "HParamsError",
+    "MetricSummary",
+    "ResultsFileError",
+    "RunFile",
+    "RunRecorder",
+    "SeedRun",
+    "SettingsError",
+    "SmallCNN",
+    "Space",
+    "SpaceError",
+    "Split",
+    "Threshold",
+    "TrainSettings",
+    "TrialRecorder",
+    "TrialResult",
+    "augmentation",
+    "breast_cancer",
+    "choice",
+    "digits",
+    "evaluate",
+    "fit",
+    "initialise",
+    "int_uniform",
+    "log_uniform",
+    "lower_is_better",
+    "markdown_tables",
+    "parse_space",
+    "read_run",
+    "render_tables",
+    "resolve_device",
+    "results_frame",
+    "seed_everything",
+    "uniform",
+    "write_run",
+]

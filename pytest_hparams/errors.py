@@ -1,0 +1,23 @@
+"""The exceptions a user can cause, each with a message that says what to change."""
+
+from __future__ import annotations
+
+
+class HParamsError(Exception):
+    """Base class of every error pytest-hparams raises for bad input."""
+
+
+class SpaceError(HParamsError, ValueError):
+    """A marker's search space is invalid; the message names the test and the key."""
+
+
+class ResultsFileError(HParamsError):
+    """A results or baseline file cannot be used; the message names the file."""
+
+
+class CompareExpressionError(HParamsError, ValueError):
+    """A ``--hparams-compare-fail`` expression or tolerance cannot be parsed."""
+
+
+class SettingsError(HParamsError, ValueError):
+    """A training setting given to ``fit`` (or found in the hparams) is invalid."""

@@ -1,0 +1,57 @@
+"""The read-only mapping a test receives as its ``hparams`` fixture."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from functools import partial
+from typing import Any
+
+
+class HParams(Mapping[str, Any]):
+    """One configuration's hyperparameters: ``hparams["lr"]``, ``hparams.lr``, ``hparams.get``.
+
+    ``seeds`` are the training seeds of this configuration and ``id`` its test id.
+    """
+
+    __slots__ = ("_values", "axes", "id", "seeds")
+
+    def __init__(
+        self,
+        values: Mapping[str, Any] | None = None,
+        *,
+        seeds: tuple[int, ...] = (0,),
+        id: str = "default",
+        axes: tuple[str, ...] = (),
+    ) -> None:
+        object.__setattr__(self, "_values", dict(values or {}))
+        object.__setattr__(self, "seeds", tuple(seeds))
+        object.__setattr__(self, "id", id)
+        object.__setattr__(self, "axes", tuple(axes))
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            have = ", ".join(self._values) or "none"
+            raise AttributeError(
+                f"hparams has no {name!r} (it has: {have}); use hparams.get({name!r}, default)"
+            ) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("hparams are read-only; copy them with dict(hparams) to change one")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (partial(HParams, seeds=self.seeds, id=self.id, axes=self.axes), (self._values,))
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in self._values.items())
+        return f"HParams({inner}; seeds={list(self.seeds)})"

@@ -1,0 +1,346 @@
+"""pytest hooks and options; the work is done by the modules they call."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from .devices import DeviceUnavailable, resolve_device, runtime_description
+from .errors import SpaceError
+from .hparams import HParams
+from .recording import TrialRecorder, recording_into
+from .report import TABLE_WIDTH, render_tables
+from .session import SESSION_KEY, HParamsSession
+from .space import DEFAULT_MAX_TRIALS, Config, Space, parse_space
+from .trial import TrialResult
+
+PARAM = "_hparams_config"
+_RECORDER = pytest.StashKey[TrialRecorder]()
+_REPORTED = pytest.StashKey[bool]()
+
+
+@dataclass(frozen=True)
+class ItemSpec:
+    """What one generated test item trains: its configuration, its space and its device."""
+
+    config: Config
+    space: Space
+    device: torch.device | None
+
+
+# --------------------------------------------------------------------------- options
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("hparams", "hyperparameter tests (pytest-hparams)")
+    group.addoption("--hparams-device", dest="hparams_device", metavar="DEVICE", default=None,
+                    help="device to train on: auto (default; cuda, else mps, else cpu), cpu, "
+                         "cuda, cuda:N or mps; ini: hparams_device")
+    group.addoption("--hparams-json", dest="hparams_json", metavar="PATH", default=None,
+                    help="write every trial (hyperparameters, seeds, metrics, history, status, "
+                         "machine and commit) to PATH as versioned JSON, updated as trials finish")
+    group.addoption("--hparams-csv", dest="hparams_csv", metavar="PATH", default=None,
+                    help="write one row per configuration to PATH as CSV")
+    group.addoption("--hparams-markdown", dest="hparams_markdown", metavar="PATH", default=None,
+                    help="write the comparison tables to PATH as Markdown")
+    group.addoption("--hparams-progress", dest="hparams_progress", default="auto",
+                    choices=("auto", "on", "off"),
+                    help="live epoch progress: auto (interactive terminals, not CI), on, off")
+    group.addoption("--hparams-no-table", dest="hparams_no_table", action="store_true",
+                    help="do not print the comparison tables")
+    parser.addini("hparams_device", "default device for hparams tests (auto, cpu, cuda, cuda:N, "
+                  "mps)", default="auto")
+    parser.addini("hparams_max_trials", "the most configurations one test may expand to",
+                  default=str(DEFAULT_MAX_TRIALS))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "hparams(**space): run the test once per configuration of a hyperparameter space "
+        "(lists are grid axes, distributions are sampled; seeds=, samples=, expect=, where=)",
+    )
+    spec = config.getoption("hparams_device") or config.getini("hparams_device")
+    try:
+        device = resolve_device(spec)
+    except DeviceUnavailable as exc:
+        raise pytest.UsageError(f"--hparams-device: {exc}") from None
+    _max_trials(config)
+    session = HParamsSession(config, device)
+    config.stash[SESSION_KEY] = session
+    config.pluginmanager.register(_SessionHooks(session), "hparams-session")
+
+
+def _max_trials(config: pytest.Config) -> int:
+    text = config.getini("hparams_max_trials")
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        value = 0
+    if value < 1:
+        raise pytest.UsageError(f"hparams_max_trials must be a positive integer, got {text!r}")
+    return value
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"hparams: {runtime_description(config.stash[SESSION_KEY].device)}"
+
+
+# --------------------------------------------------------------------------- collection
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    markers = list(metafunc.definition.iter_markers("hparams"))
+    if not markers:
+        return
+    test = metafunc.definition.nodeid
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    for marker in reversed(markers):  # the closest marker wins
+        args.extend(marker.args)
+        kwargs.update(marker.kwargs)
+    try:
+        space = parse_space(test, args, kwargs, max_trials=_max_trials(metafunc.config))
+        configs = space.expand()
+        device, skip = _marker_device(space, test)
+        params = [pytest.param(ItemSpec(c, space, device), id=c.id,
+                               marks=_marks(space, c, skip)) for c in configs]
+    except SpaceError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    if PARAM not in metafunc.fixturenames:
+        metafunc.fixturenames.append(PARAM)
+    metafunc.parametrize(PARAM, params)
+
+
+def _marker_device(space: Space, test: str) -> tuple[torch.device | None, str | None]:
+    spec = space.options.get("device")
+    skip_unavailable = space.options.get("skip_unavailable", False)
+    if not isinstance(skip_unavailable, bool):
+        raise SpaceError(f"{test}: hparams key 'skip_unavailable': must be True or False, "
+                         f"got {skip_unavailable!r}")
+    if spec is None:
+        return None, None
+    try:
+        return resolve_device(spec), None
+    except DeviceUnavailable as exc:
+        if skip_unavailable:
+            return None, str(exc)
+        raise SpaceError(f"{test}: hparams key 'device': {exc} (skip_unavailable=True skips "
+                         f"the test instead)") from None
+
+
+def _marks(space: Space, config: Config, skip: str | None) -> list[Any]:
+    marks: list[Any] = [pytest.mark.skip(reason=skip)] if skip else []
+    for key in ("xfail", "marks"):
+        function = space.options.get(key)
+        if function is None:
+            continue
+        try:
+            result = function(HParams(config.values))
+        except Exception as exc:
+            raise SpaceError(f"{space.test}: hparams key {key!r}: raised {type(exc).__name__}: "
+                             f"{exc} for {config.id}") from exc
+        if key == "xfail":
+            if result:
+                reason = result if isinstance(result, str) else f"declared xfail for {config.id}"
+                marks.append(pytest.mark.xfail(reason=reason))
+        elif result:
+            added = result if isinstance(result, (list, tuple)) else [result]
+            if not all(isinstance(m, (pytest.MarkDecorator, pytest.Mark)) for m in added):
+                raise SpaceError(f"{space.test}: hparams key 'marks': must return pytest marks, "
+                                 f"got {result!r} for {config.id}")
+            marks.extend(added)
+    return marks
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def item_spec(item: pytest.Item) -> ItemSpec | None:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get(PARAM) if callspec is not None else None
+
+
+def item_device(item: pytest.Item) -> torch.device:
+    spec = item_spec(item)
+    if spec is not None and spec.device is not None:
+        return spec.device
+    return item.config.stash[SESSION_KEY].device
+
+
+def _test_name(item: pytest.Item) -> str:
+    name = getattr(item, "originalname", item.name)
+    parent = item.parent.nodeid if item.parent is not None else ""
+    return f"{parent}::{name}" if parent else name
+
+
+def item_recorder(item: pytest.Item) -> TrialRecorder:
+    """The recorder of ``item``'s trial, made on first use."""
+    recorder = item.stash.get(_RECORDER, None)
+    if recorder is None:
+        spec = item_spec(item)
+        result = TrialResult(nodeid=item.nodeid, test=_test_name(item),
+                             device=str(item_device(item)))
+        if spec is not None:
+            result.config_id = spec.config.id
+            result.hparams = dict(spec.config.values)
+            result.axes = list(spec.config.axes)
+            result.seeds = list(spec.space.seeds)
+        else:
+            result.seeds = [0]
+        progress = item.config.stash[SESSION_KEY].progress
+        label = spec.config.id if spec is not None else item.name
+        recorder = TrialRecorder(result, on_epoch=lambda run: progress.epoch(label, run))
+        item.stash[_RECORDER] = recorder
+    return recorder
+
+
+@pytest.fixture
+def hparams(request: pytest.FixtureRequest) -> HParams:
+    """This configuration's hyperparameters: ``hparams.lr``, ``hparams["lr"]``, ``.seeds``."""
+    spec = item_spec(request.node)
+    if spec is None:
+        return HParams()
+    return HParams(spec.config.values, seeds=spec.space.seeds, id=spec.config.id,
+                   axes=spec.config.axes)
+
+
+@pytest.fixture
+def hparams_device(request: pytest.FixtureRequest) -> torch.device:
+    """The ``torch.device`` this test trains on."""
+    return item_device(request.node)
+
+
+@pytest.fixture
+def hparams_trial(request: pytest.FixtureRequest) -> TrialRecorder:
+    """Record your own training loop: ``for run in hparams_trial.runs(): run.log_epoch(...)``."""
+    return item_recorder(request.node)
+
+
+# --------------------------------------------------------------------------- running
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    recorder = item_recorder(item)
+    progress = item.config.stash[SESSION_KEY].progress
+    with recording_into(recorder):
+        try:
+            outcome = yield
+        finally:
+            progress.clear()
+    spec = item_spec(item)
+    if spec is not None and spec.space.expect:
+        _check_expectations(item, spec, recorder)
+    return outcome
+
+
+def _check_expectations(item: pytest.Item, spec: ItemSpec, recorder: TrialRecorder) -> None:
+    __tracebackhide__ = True
+    recorder.close_active()
+    trial = recorder.result
+    if not trial.runs:
+        pytest.fail(f"{item.nodeid}: expect= needs metrics, but the test recorded no run "
+                    f"(call fit() or use the hparams_trial fixture)", pytrace=False)
+    problems = []
+    for name, threshold in spec.space.expect.items():
+        if name not in trial.metric_names:
+            problems.append(f"expect names {name!r}, which no run recorded (recorded: "
+                            f"{', '.join(trial.metric_names) or 'nothing'})")
+            continue
+        summary = trial.metric(name)
+        if threshold.holds(summary.mean):
+            continue
+        text = f"expected {threshold}, got {summary.mean:.4g}"
+        if summary.n > 1:
+            values = ", ".join(f"{v:.4g}" for v in summary.values)
+            text += f" ± {summary.std:.2g} (mean of {summary.n} seeds: {values})"
+        problems.append(text)
+    if problems:
+        why = f" [{trial.reason}]" if trial.status != "ok" else ""
+        pytest.fail(f"{item.nodeid}: " + "; ".join(problems) + why, pytrace=False)
+
+
+def _failure_message(report: pytest.TestReport) -> str:
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if crash is not None:
+        return str(crash.message).strip().splitlines()[0] if crash.message else "failed"
+    text = str(report.longrepr or "").strip()
+    return text.splitlines()[-1] if text else "failed"
+
+
+def _outcome(report: pytest.TestReport) -> str:
+    if hasattr(report, "wasxfail"):
+        return "xfailed" if report.skipped else "xpassed"
+    if report.when == "setup" and report.failed:
+        return "error"
+    return report.outcome
+
+
+def _reason(report: pytest.TestReport) -> str:
+    if hasattr(report, "wasxfail"):
+        return str(report.wasxfail)
+    if report.skipped and isinstance(report.longrepr, tuple):
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
+    return _failure_message(report) if report.failed else ""
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    finished = call.when == "call" or (call.when == "setup" and not report.passed)
+    if not finished or item.stash.get(_REPORTED, False):
+        return report
+    if item_spec(item) is None and _RECORDER not in item.stash:
+        return report
+    recorder = item_recorder(item)
+    if item_spec(item) is None and not recorder.result.runs:
+        return report
+    recorder.close_active(_failure_message(report) if report.failed else None)
+    trial = recorder.result
+    trial.outcome = _outcome(report)
+    trial.message = _reason(report)
+    trial.duration = report.duration
+    trial.worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if report.failed and trial.status != "ok":
+        report.sections.append(("hparams", trial.reason))
+    report.hparams_trial = trial.to_dict()  # travels to the xdist controller with the report
+    item.stash[_REPORTED] = True
+    return report
+
+
+class _SessionHooks:
+    """The hooks that need the run's session: collecting records, tables, files."""
+
+    def __init__(self, session: HParamsSession) -> None:
+        self.session = session
+        self.written: list[Path] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        data = getattr(report, "hparams_trial", None)
+        if isinstance(data, Mapping):
+            self.session.add(TrialResult.from_dict(dict(data)))
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if not self.session.is_worker:
+            self.written = self.session.finish()
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        hparams = self.session
+        if hparams.is_worker or not hparams.trials:
+            return
+        if not hparams.config.getoption("hparams_no_table"):
+            width = TABLE_WIDTH
+            if terminalreporter.isatty:
+                width = max(60, min(width, terminalreporter._tw.fullwidth))
+            terminalreporter.write_sep("=", "hyperparameter comparison")
+            terminalreporter.write_line(render_tables(hparams.trials.values(), width))
+        for path in self.written:
+            terminalreporter.write_line(f"hparams: wrote {path}")
+

@@ -1,0 +1,253 @@
+"""Recording a trial as it trains: seeds, per-epoch metrics, target, divergence, final values.
+
+``fit`` records through this module, and so can a user's own training loop through the
+``hparams_trial`` fixture::
+
+    for run in hparams_trial.runs(target={"accuracy": 0.9}):   # seeds torch/numpy/random
+        model = make_model()
+        for epoch in range(20):
+            ...
+            if run.log_epoch(loss=val_loss, accuracy=acc):     # True: target reached or diverged
+                break
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
+from typing import Any
+
+from .metrics import Threshold, parse_threshold
+from .trial import SeedRun, TrialResult, best_value
+
+#: Per-epoch values that describe the epoch rather than measure the model: kept in the history,
+#: left out of the final metrics.
+CONTEXT_KEYS = ("epoch", "seconds", "lr")
+
+_current: ContextVar[TrialRecorder | None] = ContextVar("pytest_hparams_recorder", default=None)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators (every device) with ``seed``."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def current_recorder() -> TrialRecorder | None:
+    """The recorder of the test item running now, if any."""
+    return _current.get()
+
+
+@contextlib.contextmanager
+def recording_into(recorder: TrialRecorder) -> Iterator[TrialRecorder]:
+    token = _current.set(recorder)
+    try:
+        yield recorder
+    finally:
+        _current.reset(token)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or the RuntimeError that MPS and older torch raise for it."""
+    import torch
+
+    oom_types = tuple(t for t in (getattr(torch, "OutOfMemoryError", None),
+                                  getattr(torch.cuda, "OutOfMemoryError", None)) if t)
+    return isinstance(exc, oom_types) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    )
+
+
+def free_accelerator_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    mps = getattr(torch, "mps", None)
+    if mps is not None and torch.backends.mps.is_available():
+        mps.empty_cache()
+
+
+def _parse_target(target: Mapping[str, Any] | None) -> list[Threshold]:
+    return [parse_threshold(metric, spec) for metric, spec in (target or {}).items()]
+
+
+class RunRecorder:
+    """Records one seed's run; ``log_epoch`` says when to stop."""
+
+    def __init__(
+        self,
+        record: SeedRun,
+        *,
+        target: list[Threshold],
+        stop_at_target: bool,
+        epochs: int | None,
+        on_epoch: Callable[[RunRecorder], None] | None,
+    ) -> None:
+        self.record = record
+        self.target = target
+        self.stop_at_target = stop_at_target
+        self.planned_epochs = epochs
+        self._on_epoch = on_epoch
+        self._started = time.perf_counter()
+        self.finished = False
+
+    @property
+    def seed(self) -> int:
+        return self.record.seed
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._started
+
+    @property
+    def diverged(self) -> bool:
+        return self.record.status == "diverged"
+
+    def log_epoch(self, **metrics: float) -> bool:
+        """Record one epoch's metrics; True when training should stop (target or divergence)."""
+        run = self.record
+        row: dict[str, float] = {"epoch": len(run.history) + 1, "seconds": self.elapsed}
+        row.update({k: float(v) for k, v in metrics.items()})
+        run.history.append(row)
+        for name, value in metrics.items():
+            if name in CONTEXT_KEYS:
+                continue
+            run.best[name] = best_value(name, [run.best.get(name, math.nan), float(value)])
+        if self._on_epoch is not None:
+            self._on_epoch(self)
+        bad = [k for k, v in metrics.items() if "loss" in k and not math.isfinite(float(v))]
+        if bad:
+            self.fail("diverged", f"{bad[0]} became {metrics[bad[0]]} at epoch {row['epoch']}")
+            return True
+        if self.target and run.epochs_to_target is None and all(
+            t.holds(float(metrics.get(t.metric, math.nan))) for t in self.target
+        ):
+            run.epochs_to_target = int(row["epoch"])
+            run.seconds_to_target = row["seconds"]
+            return self.stop_at_target
+        return False
+
+    def fail(self, status: str, reason: str) -> None:
+        """Mark the run diverged, oom, error or interrupted, with why."""
+        if self.record.status == "ok":
+            self.record.status = status
+            self.record.reason = reason
+
+    def finish(self, **final: float) -> SeedRun:
+        """Close the run: final metrics are the last epoch's, updated with ``final``."""
+        run = self.record
+        if self.finished:
+            run.final.update({k: float(v) for k, v in final.items()})
+            return run
+        last = dict(run.history[-1]) if run.history else {}
+        for key in CONTEXT_KEYS:
+            last.pop(key, None)
+        last.update({k: float(v) for k, v in final.items()})
+        run.final = last
+        run.epochs = len(run.history)
+        run.wall_seconds = self.elapsed
+        self.finished = True
+        return run
+
+
+class TrialRecorder:
+    """Collects the runs of one configuration (one test item) into a ``TrialResult``."""
+
+    def __init__(
+        self,
+        result: TrialResult | None = None,
+        *,
+        on_epoch: Callable[[RunRecorder], None] | None = None,
+    ) -> None:
+        self.result = result if result is not None else TrialResult(seeds=[0])
+        self.on_epoch = on_epoch
+        self.active: RunRecorder | None = None
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.result.seeds)
+
+    def start(
+        self,
+        seed: int,
+        *,
+        target: Mapping[str, Any] | None = None,
+        stop_at_target: bool = True,
+        epochs: int | None = None,
+        device: str | None = None,
+    ) -> RunRecorder:
+        """Seed every generator with ``seed`` and begin recording its run."""
+        if any(r.seed == seed for r in self.result.runs):
+            self.result.runs = [r for r in self.result.runs if r.seed != seed]
+            note = f"seed {seed} was trained more than once in this test; the last run is kept"
+            if note not in self.result.notes:
+                self.result.notes.append(note)
+        thresholds = _parse_target(target)
+        self.result.target = {t.metric: t.value for t in thresholds}
+        record = SeedRun(seed=seed, device=device or self.result.device or "cpu")
+        self.result.runs.append(record)
+        seed_everything(seed)
+        self.active = RunRecorder(record, target=thresholds, stop_at_target=stop_at_target,
+                                  epochs=epochs, on_epoch=self.on_epoch)
+        return self.active
+
+    @contextlib.contextmanager
+    def run(self, seed: int, **options: Any) -> Iterator[RunRecorder]:
+        """``start`` a run and finish it; an exception marks it error, oom or interrupted."""
+        recorder = self.start(seed, **options)
+        try:
+            yield recorder
+        except KeyboardInterrupt:
+            recorder.fail("interrupted", "interrupted (KeyboardInterrupt)")
+            raise
+        except Exception as exc:
+            recorder.fail("oom" if is_out_of_memory(exc) else "error", describe(exc))
+            raise
+        finally:
+            recorder.finish()
+            self.active = None
+
+    def runs(
+        self,
+        *,
+        target: Mapping[str, Any] | None = None,
+        stop_at_target: bool = True,
+        epochs: int | None = None,
+    ) -> Iterator[RunRecorder]:
+        """One run per seed of this configuration, each seeded and recorded.
+
+        A run is finished when the next one is asked for; one the loop leaves behind (by
+        ``break`` or an exception) is closed by the plugin when the test ends.
+        """
+        for seed in self.seeds:
+            recorder = self.start(seed, target=target, stop_at_target=stop_at_target,
+                                  epochs=epochs)
+            yield recorder
+            recorder.finish()
+            self.active = None
+
+    def close_active(self, error: str | None = None) -> None:
+        """Finish a run the test left open; with ``error``, the run is marked as failed."""
+        if self.active is not None and not self.active.finished:
+            if error is not None:
+                self.active.fail("error", error)
+            self.active.finish()
+        self.active = None
+
+
+def describe(exc: BaseException) -> str:
+    """``TypeName: message``, on one line."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

@@ -1,0 +1,214 @@
+"""Trial records rendered: a pandas DataFrame, one comparison table per test, CSV and Markdown."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tabulate import tabulate
+
+from .metrics import better
+from .space import format_value
+from .store import atomic_write_text, read_run
+from .trial import TrialResult
+
+TABLE_WIDTH = 100
+_FRAME_COLUMNS = ("test", "nodeid", "id", "status", "outcome", "reason", "seeds", "device")
+
+
+def _trials(source: Iterable[TrialResult] | str | os.PathLike[str]) -> list[TrialResult]:
+    if isinstance(source, (str, os.PathLike)):
+        return read_run(source).trials
+    return list(source)
+
+
+def results_frame(source: Iterable[TrialResult] | str | os.PathLike[str]) -> pd.DataFrame:
+    """One row per configuration: test, id, each hyperparameter, then for every metric its
+    mean and ``_std`` over seeds, epochs/seconds to target, wall seconds, status and reason.
+
+    ``source`` is a results JSON file (``--hparams-json``) or trial records.
+    """
+    rows = []
+    for trial in _trials(source):
+        row: dict[str, Any] = {"test": trial.test, "nodeid": trial.nodeid, "id": trial.config_id}
+        for key, value in trial.hparams.items():
+            row[key if key not in _FRAME_COLUMNS else f"hp_{key}"] = _cell_value(value)
+        for name, summary in trial.metrics.items():
+            row[name] = summary.mean
+            row[f"{name}_std"] = summary.std
+        row["epochs_to_target"] = trial.epochs_to_target.mean
+        row["seconds_to_target"] = trial.seconds_to_target.mean
+        row["reached_target"] = trial.reached
+        row["wall_seconds"] = trial.wall_seconds.mean
+        row.update(status=trial.status, outcome=trial.outcome, reason=trial.reason,
+                   seeds=len(trial.runs), device=trial.device)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _cell_value(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return format_value(value)
+
+
+def primary_metric(trials: list[TrialResult]) -> str | None:
+    """The metric that ranks rows: the first target metric, else accuracy, else loss."""
+    for trial in trials:
+        if trial.target:
+            return next(iter(trial.target))
+    names: dict[str, None] = {}
+    for trial in trials:
+        names.update(dict.fromkeys(trial.metric_names))
+    for preferred in ("accuracy", "loss"):
+        if preferred in names:
+            return preferred
+    return next(iter(names), None)
+
+
+def varied_keys(trials: list[TrialResult]) -> list[str]:
+    """The hyperparameters whose values differ between the rows (all axes for one row)."""
+    keys: dict[str, None] = {}
+    for trial in trials:
+        keys.update(dict.fromkeys(trial.axes))
+    if len(trials) < 2:
+        return list(keys)
+    return [k for k in keys if len({_short(t.hparams.get(k)) for t in trials}) > 1]
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float) and not isinstance(value, bool):
+        return f"{value:.4g}"
+    return format_value(value)
+
+
+def _num(value: float, digits: int = 3) -> str:
+    return "-" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+@dataclass
+class Table:
+    """One test's comparison table, as text cells."""
+
+    test: str
+    headers: list[str]
+    rows: list[list[str]]
+    title: str
+    footer: str
+    notes: list[str]
+
+
+def _best_index(trials: list[TrialResult], metric: str | None) -> int | None:
+    best: int | None = None
+    for index, trial in enumerate(trials):
+        if metric is None or trial.status != "ok" or trial.outcome not in ("passed", "xpassed", ""):
+            continue
+        value = trial.metric(metric).mean
+        if math.isnan(value):
+            continue
+        if best is None or better(metric, value, trials[best].metric(metric).mean):
+            best = index
+    return best
+
+
+def build_table(test: str, trials: list[TrialResult]) -> Table:
+    """The comparison table of one test function's configurations."""
+    metric = primary_metric(trials)
+    keys = varied_keys(trials)
+    has_target = any(t.target for t in trials)
+    show_loss = metric != "loss" and any("loss" in t.metric_names for t in trials)
+    best = _best_index(trials, metric)
+    headers = ["", *keys]
+    if metric:
+        headers.append(f"{metric}\n(mean ± std)")
+    if show_loss:
+        headers.append("loss")
+    if has_target:
+        headers += ["epochs\nto target", "seconds\nto target"]
+    headers += ["wall s\nper seed", "status"]
+    rows, notes = [], []
+    for index, trial in enumerate(trials):
+        row = ["*" if index == best else "", *(_short(trial.hparams.get(k)) for k in keys)]
+        if metric:
+            summary = trial.metric(metric)
+            cell = _num(summary.mean)
+            if summary.n > 1 and not math.isnan(summary.mean):
+                cell += f" ± {_num(summary.std)}"
+            row.append(cell)
+        if show_loss:
+            row.append(_num(trial.loss))
+        if has_target:
+            n = len(trial.runs)
+            row.append(f"{_num(trial.epochs_to_target.mean, 1)} ({trial.reached}/{n})")
+            row.append(_num(trial.seconds_to_target.mean, 2))
+        status = trial.outcome or trial.status
+        if trial.status not in ("ok", status):
+            status += f", {trial.status}"
+        if trial.reason and (trial.status != "ok" or trial.outcome != "passed"):
+            notes.append(trial.reason)
+            status += f" [{len(notes)}]"
+        rows.append([*row, _num(trial.wall_seconds.mean, 2), status])
+    seeds = sorted({len(t.runs) for t in trials})
+    seed_text = "/".join(str(s) for s in seeds) or "0"
+    title = f"{test}: {len(trials)} configurations × {seed_text} seeds"
+    if has_target:
+        target = next(t.target for t in trials if t.target)
+        title += ", target " + ", ".join(f"{k} {v:g}" for k, v in target.items())
+    devices = sorted({t.device for t in trials if t.device})
+    if devices:
+        title += f", on {', '.join(devices)}"
+    footer = f"* best {metric} (mean over seeds)" if best is not None else ""
+    return Table(test, headers, rows, title, footer, notes)
+
+
+def group_by_test(trials: Iterable[TrialResult]) -> dict[str, list[TrialResult]]:
+    groups: dict[str, list[TrialResult]] = {}
+    for trial in trials:
+        groups.setdefault(trial.test or trial.nodeid, []).append(trial)
+    return groups
+
+
+def render_table(table: Table, width: int = TABLE_WIDTH) -> str:
+    """The table as text; the notes under it (why a row failed) are cut to ``width``."""
+    text = tabulate(table.rows, headers=table.headers, tablefmt="simple", disable_numparse=True)
+    parts = [table.title, text]
+    parts += [_truncate(f"[{i}] {note}", width) for i, note in enumerate(table.notes, 1)]
+    if table.footer:
+        parts.append(table.footer)
+    return "\n".join(parts)
+
+
+def _truncate(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def render_tables(trials: Iterable[TrialResult], width: int = TABLE_WIDTH) -> str:
+    """Every test's comparison table for the terminal."""
+    return "\n\n".join(render_table(build_table(test, group), width)
+                       for test, group in group_by_test(trials).items())
+
+
+def markdown_tables(trials: Iterable[TrialResult], heading: str = "###") -> str:
+    """Every test's comparison table as GitHub Markdown."""
+    sections = []
+    for test, group in group_by_test(trials).items():
+        table = build_table(test, group)
+        headers = [h.replace("\n", " ") for h in table.headers]
+        rows = [[cell.replace("|", "\\|") for cell in row] for row in table.rows]
+        body = tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+        notes = "".join(f"\n[{i}] {note}" for i, note in enumerate(table.notes, 1))
+        sections.append(f"{heading} {table.title}\n\n{body}\n{notes}\n\n{table.footer}".rstrip())
+    return "\n\n".join(sections) + "\n"
+
+
+def write_csv(trials: Iterable[TrialResult], path: str | os.PathLike[str]) -> None:
+    atomic_write_text(path, results_frame(list(trials)).to_csv(index=False))
+
+
+def write_markdown(trials: Iterable[TrialResult], path: str | os.PathLike[str]) -> None:
+    atomic_write_text(Path(path), markdown_tables(trials))
