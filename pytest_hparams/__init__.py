@@ -20,6 +20,7 @@ from .report import markdown_tables, render_tables, results_frame
 from .settings import TrainSettings
 from .space import Space, choice, int_uniform, log_uniform, parse_space, uniform
 from .store import RunFile, read_run, write_run
+from .sweep import sweep
 from .train import evaluate, fit
 from .trial import SeedRun, TrialResult
 
@@ -62,6 +63,7 @@ __all__ = [
     "resolve_device",
     "results_frame",
     "seed_everything",
+    "sweep",
     "uniform",
     "write_run",
 ]

@@ -300,17 +300,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if item_spec(item) is None and _RECORDER not in item.stash:
         return report
     recorder = item_recorder(item)
-    if item_spec(item) is None and not recorder.result.runs:
-        return report
-    recorder.close_active(_failure_message(report) if report.failed else None)
-    trial = recorder.result
-    trial.outcome = _outcome(report)
-    trial.message = _reason(report)
-    trial.duration = report.duration
-    trial.worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    if report.failed and trial.status != "ok":
-        report.sections.append(("hparams", trial.reason))
-    report.hparams_trial = trial.to_dict()  # travels to the xdist controller with the report
+    error = _failure_message(report) if report.failed else None
+    recorders = [recorder] if item_spec(item) is not None or recorder.result.runs else []
+    recorders += recorder.children
+    for each in recorders:
+        each.close_active(error)
+        trial = each.result
+        trial.outcome = _outcome(report)
+        trial.message = _reason(report)
+        trial.duration = report.duration
+        trial.worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+        if report.failed and trial.status != "ok":
+            report.sections.append((f"hparams {trial.config_id}", trial.reason))
+    # Plain data, so that it travels with the report from xdist workers to the controller.
+    report.hparams_trials = [each.result.to_dict() for each in recorders]
     item.stash[_REPORTED] = True
     return report
 
@@ -323,9 +326,9 @@ class _SessionHooks:
         self.written: list[Path] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        data = getattr(report, "hparams_trial", None)
-        if isinstance(data, Mapping):
-            self.session.add(TrialResult.from_dict(dict(data)))
+        for data in getattr(report, "hparams_trials", ()):
+            if isinstance(data, Mapping):
+                self.session.add(TrialResult.from_dict(dict(data)))
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if not self.session.is_worker:

@@ -17,7 +17,7 @@ import contextlib
 import math
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -174,6 +174,19 @@ class TrialRecorder:
         self.result = result if result is not None else TrialResult(seeds=[0])
         self.on_epoch = on_epoch
         self.active: RunRecorder | None = None
+        self.children: list[TrialRecorder] = []
+
+    def child(self, config_id: str, hparams: Mapping[str, Any], *, axes: Iterable[str] = (),
+              seeds: Iterable[int] = (0,)) -> TrialRecorder:
+        """A recorder for one configuration of a sweep run inside this test: its own row,
+        in a table of its own named after this test."""
+        parent = self.result
+        result = TrialResult(nodeid=f"{parent.nodeid}::{config_id}", test=parent.nodeid,
+                             config_id=config_id, hparams=dict(hparams), axes=list(axes),
+                             seeds=list(seeds), device=parent.device)
+        recorder = TrialRecorder(result, on_epoch=self.on_epoch)
+        self.children.append(recorder)
+        return recorder
 
     @property
     def seeds(self) -> list[int]:

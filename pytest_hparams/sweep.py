@@ -1,0 +1,41 @@
+"""Several configurations trained inside one test, for claims that compare them.
+
+``sweep`` takes the same keywords as the ``hparams`` marker, trains each configuration with
+``fit`` over its seeds and returns the results in order; inside pytest each configuration is
+also a row of a comparison table named after the calling test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .hparams import HParams
+from .recording import TrialRecorder, current_recorder, recording_into
+from .space import parse_space
+from .train import ModelSpec, fit
+from .trial import TrialResult
+
+
+def sweep(model: ModelSpec, train: Any, val: Any = None, *, space: Mapping[str, Any],
+          **fit_kwargs: Any) -> list[TrialResult]:
+    """Train every configuration of ``space`` (marker keywords: axes, ``seeds``, ``samples``,
+    ``seed``, ``where``) with ``fit(model, train, val, hparams, **fit_kwargs)``.
+
+    Use a factory ``(hparams) -> Module`` for ``model`` when the architecture varies.
+    """
+    parent = current_recorder()
+    name = parent.result.nodeid if parent is not None and parent.result.nodeid else "sweep"
+    parsed = parse_space(name, (), space)
+    results = []
+    for config in parsed.expand():
+        hparams = HParams(config.values, seeds=parsed.seeds, id=config.id, axes=config.axes)
+        if parent is not None:
+            recorder = parent.child(config.id, config.values, axes=config.axes,
+                                    seeds=parsed.seeds)
+        else:
+            recorder = TrialRecorder(TrialResult(config_id=config.id, hparams=dict(config.values),
+                                                 axes=list(config.axes), seeds=list(parsed.seeds)))
+        with recording_into(recorder):
+            results.append(fit(model, train, val, hparams, **fit_kwargs))
+    return results
