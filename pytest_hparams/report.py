@@ -147,7 +147,7 @@ def build_table(test: str, trials: list[TrialResult]) -> Table:
             row.append(f"{_num(trial.epochs_to_target.mean, 1)} ({trial.reached}/{n})")
             row.append(_num(trial.seconds_to_target.mean, 2))
         status = trial.outcome or trial.status
-        if trial.status not in ("ok", status):
+        if trial.runs and trial.status not in ("ok", status):
             status += f", {trial.status}"
         if trial.reason and (trial.status != "ok" or trial.outcome != "passed"):
             notes.append(trial.reason)
@@ -155,7 +155,8 @@ def build_table(test: str, trials: list[TrialResult]) -> Table:
         rows.append([*row, _num(trial.wall_seconds.mean, 2), status])
     seeds = sorted({len(t.runs) for t in trials})
     seed_text = "/".join(str(s) for s in seeds) or "0"
-    title = f"{test}: {len(trials)} configurations × {seed_text} seeds"
+    plural = "s" if len(trials) != 1 else ""
+    title = f"{test}: {len(trials)} configuration{plural} × {seed_text} seeds"
     if has_target:
         target = next(t.target for t in trials if t.target)
         title += ", target " + ", ".join(f"{k} {v:g}" for k, v in target.items())
@@ -167,10 +168,11 @@ def build_table(test: str, trials: list[TrialResult]) -> Table:
 
 
 def group_by_test(trials: Iterable[TrialResult]) -> dict[str, list[TrialResult]]:
+    """Trials by test function, for the tests that trained (recorded at least one run)."""
     groups: dict[str, list[TrialResult]] = {}
     for trial in trials:
         groups.setdefault(trial.test or trial.nodeid, []).append(trial)
-    return groups
+    return {test: group for test, group in groups.items() if any(t.runs for t in group)}
 
 
 def render_table(table: Table, width: int = TABLE_WIDTH) -> str:

@@ -63,7 +63,8 @@ def fit(
     hparams = hparams if hparams is not None else HParams()
     config = TrainSettings.resolve(hparams, settings)
     recorder = current_recorder() or _standalone_recorder(hparams)
-    seeds = list(seeds) if seeds is not None else recorder.seeds
+    if seeds is None:
+        seeds = hparams.seeds if isinstance(hparams, HParams) else recorder.seeds
     if device is None:
         device = recorder.result.device or "cpu"
     device = resolve_device(device)
@@ -74,7 +75,7 @@ def fit(
     val_source = _Source.of(val, "val", device) if val is not None else train_source
     test_source = _Source.of(test, "test", device) if test is not None else None
 
-    for seed in seeds:
+    for seed in list(seeds):
         try:
             with recorder.run(seed, target=target, stop_at_target=stop_at_target,
                               epochs=config.epochs, device=str(device)) as run:
