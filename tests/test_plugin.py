@@ -371,7 +371,8 @@ def test_loop(hparams, hparams_trial):
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*2.7 (3/3)*"])
     trial = json.loads((pytester.path / "run.json").read_text())["trials"][0]
-    assert trial["runs"][0]["final"] == {"loss": pytest.approx(0.35), "accuracy": pytest.approx(0.65)}
+    final = trial["runs"][0]["final"]
+    assert final == {"loss": pytest.approx(0.35), "accuracy": pytest.approx(0.65)}
 
 
 def test_own_loop_that_raises_midway_is_recorded_as_an_error(pytester, example):
@@ -435,3 +436,18 @@ def test_fit(hparams):
                 for t in trials]
 
     assert metrics("a.json") == metrics("b.json")
+
+
+def test_live_progress_is_drawn_when_asked_and_absent_in_logs(pytester, example):
+    example(
+        """
+@pytest.mark.hparams(lr=[0.05], seeds=2, epochs=3)
+def test_fit(hparams):
+    fit(model, DATA, VAL, hparams)
+"""
+    )
+    shown = pytester.runpytest("--hparams-progress", "on", "--strict-markers")
+    shown.assert_outcomes(passed=1)
+    assert "[lr=0.05 · seed 0 · epoch 1/3 · loss " in shown.stdout.str()
+    quiet = pytester.runpytest()  # pytester's output is not a terminal
+    assert "epoch 1/3" not in quiet.stdout.str()
