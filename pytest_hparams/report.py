@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,7 @@ class Table:
     title: str
     footer: str
     notes: list[str]
+    hparam_columns: int = 0  # they follow the best-row mark, in columns 1..hparam_columns
 
 
 def _best_index(trials: list[TrialResult], metric: str | None) -> int | None:
@@ -164,7 +166,7 @@ def build_table(test: str, trials: list[TrialResult]) -> Table:
     if devices:
         title += f", on {', '.join(devices)}"
     footer = f"* best {metric} (mean over seeds)" if best is not None else ""
-    return Table(test, headers, rows, title, footer, notes)
+    return Table(test, headers, rows, title, footer, notes, len(keys))
 
 
 def group_by_test(trials: Iterable[TrialResult]) -> dict[str, list[TrialResult]]:
@@ -177,12 +179,49 @@ def group_by_test(trials: Iterable[TrialResult]) -> dict[str, list[TrialResult]]
 
 def render_table(table: Table, width: int = TABLE_WIDTH) -> str:
     """The table as text; the notes under it (why a row failed) are cut to ``width``."""
-    text = tabulate(table.rows, headers=table.headers, tablefmt="simple", disable_numparse=True)
-    parts = [table.title, text]
+    parts = [textwrap.fill(table.title, width, subsequent_indent="  "), _fit(table, width)]
     parts += [_truncate(f"[{i}] {note}", width) for i, note in enumerate(table.notes, 1)]
     if table.footer:
         parts.append(table.footer)
     return "\n".join(parts)
+
+
+def _fit(table: Table, width: int) -> str:
+    """Tabulate within ``width``: cut the widest hyperparameter column while that helps, and
+    with too many hyperparameters for columns, wrap them into one ``configuration`` column."""
+    hparams = range(1, 1 + table.hparam_columns)
+    headers, rows = list(table.headers), [list(row) for row in table.rows]
+    while True:
+        text = _tabulate(headers, rows)
+        overflow = max(len(line) for line in text.splitlines()) - width
+        widths = {c: max(len(cell) for cell in [*headers[c].split("\n"), *(r[c] for r in rows)])
+                  for c in hparams}
+        widest = max(widths, key=widths.__getitem__, default=None)
+        if overflow <= 0 or widest is None:
+            return text
+        if widths[widest] <= 6:
+            break
+        limit = max(6, widths[widest] - overflow)
+        headers[widest] = _truncate(headers[widest], limit)
+        for row in rows:
+            row[widest] = _truncate(row[widest], limit)
+    rest = [0, *range(1 + table.hparam_columns, len(table.headers))]
+    fixed = max(len(line) for line in _tabulate([table.headers[c] for c in rest],
+                                                [[r[c] for c in rest] for r in table.rows])
+                .splitlines())
+    room = max(12, width - fixed - 2)
+    keys = table.headers[1:1 + table.hparam_columns]
+    cells = []
+    for row in table.rows:
+        pairs = " ".join(f"{k}={v}" for k, v in zip(keys, row[1:], strict=False))
+        cells.append("\n".join(textwrap.wrap(pairs, room)))
+    return _tabulate([table.headers[0], "configuration", *table.headers[1 + table.hparam_columns:]],
+                     [[row[0], cell, *row[1 + table.hparam_columns:]]
+                      for row, cell in zip(table.rows, cells, strict=True)])
+
+
+def _tabulate(headers: list[str], rows: list[list[str]]) -> str:
+    return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
 
 
 def _truncate(text: str, width: int) -> str:

@@ -67,6 +67,19 @@ def test_tables_fit_a_100_column_terminal_whatever_the_failure_messages(reasons)
     assert all(len(line) <= 100 for line in render_tables(trials, width=100).splitlines())
 
 
+@given(st.lists(st.tuples(st.text(min_size=1, max_size=40), st.text(max_size=60)),
+                min_size=1, max_size=6, unique_by=lambda kv: kv[0]))
+def test_tables_fit_whatever_the_hyperparameter_names_and_values(pairs):
+    trials = []
+    for i in range(2):
+        t = trial(0.1 * (i + 1), [0.5, 0.6], test="tests/test_a_rather_long_module_name.py::"
+                  "test_with_a_long_descriptive_name")
+        t.hparams.update({k: f"{v}{i}" for k, v in pairs})
+        t.axes = ["lr", *(k for k, _ in pairs)]
+        trials.append(t)
+    assert all(len(line) <= 100 for line in render_tables(trials, width=100).splitlines())
+
+
 def test_one_table_per_test_function_and_markdown():
     trials = [trial(0.1, [0.9]), trial(0.2, [0.8]), trial(0.1, [0.7], test="t.py::test_other")]
     text = render_tables(trials)
