@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
-from .metrics import better
+from .metrics import better, lower_is_better
 from .space import format_value
 from .store import atomic_write_text, read_run
 from .trial import TrialResult
@@ -99,7 +99,7 @@ class Table:
     test: str
     headers: list[str]
     rows: list[list[str]]
-    title: str
+    title: str  # what was run: configurations, seeds, target, device
     footer: str
     notes: list[str]
     hparam_columns: int = 0  # they follow the best-row mark, in columns 1..hparam_columns
@@ -158,10 +158,11 @@ def build_table(test: str, trials: list[TrialResult]) -> Table:
     seeds = sorted({len(t.runs) for t in trials})
     seed_text = "/".join(str(s) for s in seeds) or "0"
     plural = "s" if len(trials) != 1 else ""
-    title = f"{test}: {len(trials)} configuration{plural} × {seed_text} seeds"
+    title = f"{len(trials)} configuration{plural} × {seed_text} seeds"
     if has_target:
         target = next(t.target for t in trials if t.target)
-        title += ", target " + ", ".join(f"{k} {v:g}" for k, v in target.items())
+        title += ", target " + ", ".join(
+            f"{k} {'<=' if lower_is_better(k) else '>='} {v:g}" for k, v in target.items())
     devices = sorted({t.device for t in trials if t.device})
     if devices:
         title += f", on {', '.join(devices)}"
@@ -179,7 +180,7 @@ def group_by_test(trials: Iterable[TrialResult]) -> dict[str, list[TrialResult]]
 
 def render_table(table: Table, width: int = TABLE_WIDTH) -> str:
     """The table as text; the notes under it (why a row failed) are cut to ``width``."""
-    parts = [textwrap.fill(table.title, width, subsequent_indent="  "), _fit(table, width)]
+    parts = [_truncate(table.test, width), textwrap.fill(table.title, width), _fit(table, width)]
     parts += [_truncate(f"[{i}] {note}", width) for i, note in enumerate(table.notes, 1)]
     if table.footer:
         parts.append(table.footer)
@@ -243,7 +244,8 @@ def markdown_tables(trials: Iterable[TrialResult], heading: str = "###") -> str:
         rows = [[cell.replace("|", "\\|") for cell in row] for row in table.rows]
         body = tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
         notes = "".join(f"\n[{i}] {note}" for i, note in enumerate(table.notes, 1))
-        sections.append(f"{heading} {table.title}\n\n{body}\n{notes}\n\n{table.footer}".rstrip())
+        sections.append(f"{heading} {table.test}\n\n{table.title}\n\n{body}\n{notes}\n\n"
+                        f"{table.footer}".rstrip())
     return "\n\n".join(sections) + "\n"
 
 
