@@ -11,8 +11,11 @@ from typing import Any
 import pytest
 import torch
 
+from .baseline import add_options as add_baseline_options
+from .baseline import configure as configure_baseline
 from .devices import DeviceUnavailable, resolve_device, runtime_description
 from .errors import SpaceError
+from .gate import marker_tolerances
 from .hparams import HParams
 from .recording import TrialRecorder, recording_into
 from .report import TABLE_WIDTH, render_tables
@@ -58,6 +61,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                   "mps)", default="auto")
     parser.addini("hparams_max_trials", "the most configurations one test may expand to",
                   default=str(DEFAULT_MAX_TRIALS))
+    add_baseline_options(parser)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -75,6 +79,7 @@ def pytest_configure(config: pytest.Config) -> None:
     session = HParamsSession(config, device)
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(_SessionHooks(session), "hparams-session")
+    configure_baseline(config, session)
 
 
 def _max_trials(config: pytest.Config) -> int:
@@ -107,6 +112,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         kwargs.update(marker.kwargs)
     try:
         space = parse_space(test, args, kwargs, max_trials=_max_trials(metafunc.config))
+        marker_tolerances(test, space.options.get("tolerance"))
         configs = space.expand()
         device, skip = _marker_device(space, test)
         params = [pytest.param(ItemSpec(c, space, device), id=c.id,
@@ -199,6 +205,16 @@ def item_recorder(item: pytest.Item) -> TrialRecorder:
         recorder = TrialRecorder(result, on_epoch=lambda run: progress.epoch(label, run))
         item.stash[_RECORDER] = recorder
     return recorder
+
+
+def item_recorders(item: pytest.Item) -> list[TrialRecorder]:
+    """The recorders of ``item``'s trials: its own (when it is an hparams item or recorded
+    runs) and one per ``sweep`` configuration; none for a plain test."""
+    if item_spec(item) is None and _RECORDER not in item.stash:
+        return []
+    recorder = item_recorder(item)
+    own = [recorder] if item_spec(item) is not None or recorder.result.runs else []
+    return own + recorder.children
 
 
 @pytest.fixture

@@ -1,0 +1,236 @@
+"""pytest options and hooks that save runs and gate each test item against a baseline.
+
+``--hparams-save``/``--hparams-autosave`` save the run into the storage folder when the session
+ends. ``--hparams-compare`` reads the baseline once per process (the controller and each xdist
+worker), compares each item's trial right after its test body and fails the item when a gated
+metric regressed; the session then prints one comparison table per test, adds it to the
+Markdown file and to GitHub's step summary. Bad input is a usage error before any test runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .errors import CompareExpressionError, ResultsFileError
+from .gate import (
+    DEFAULT_ALPHA,
+    DEFAULT_FAIL,
+    Comparison,
+    Tolerance,
+    alpha_option,
+    check_metrics,
+    compare_runs,
+    compare_trial,
+    marker_tolerances,
+    match_trials,
+    parse_tolerance,
+    tolerance_option,
+)
+from .gate_report import append_markdown, markdown_comparison, render_comparison
+from .report import markdown_tables
+from .session import HParamsSession
+from .storage import DEFAULT_STORAGE, check_save_name, resolve_baseline, save_run
+from .store import RunFile, read_run
+from .trial import TrialResult
+
+_WORKER_BASELINE = "hparams_baseline"
+
+
+def _save_name(text: str) -> str:
+    if text == "":
+        return text
+    try:
+        return check_save_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_options(parser: pytest.Parser) -> None:
+    """Declare the saving and comparing options in the hparams group."""
+    group = parser.getgroup("hparams")
+    group.addoption("--hparams-save", dest="hparams_save", metavar="NAME", nargs="?", const="",
+                    default=None, type=_save_name,
+                    help="save this run into the storage folder as NNNN_<commit>_<time>[_NAME]"
+                         ".json (write --hparams-save=NAME, with '=')")
+    group.addoption("--hparams-autosave", dest="hparams_autosave", action="store_true",
+                    help="save this run into the storage folder, numbered, with its commit and "
+                         "time")
+    group.addoption("--hparams-storage", dest="hparams_storage", metavar="PATH", default=None,
+                    help=f"the folder of saved runs (default {DEFAULT_STORAGE}/; ini: "
+                         f"hparams_storage)")
+    group.addoption("--hparams-compare", dest="hparams_compare", metavar="ID|NAME|PATH",
+                    nargs="?", const="", default=None,
+                    help="compare against a saved run: this machine's latest when bare, or a "
+                         "number, a saved name or a run file's path (write --hparams-compare=X)")
+    group.addoption("--hparams-compare-fail", dest="hparams_compare_fail", metavar="EXPR",
+                    action="append", type=tolerance_option, default=[],
+                    help="fail an item whose METRIC moved beyond a tolerance, significantly: "
+                         "accuracy:-0.01, accuracy:-2%%, loss:+5%%, time:+25%%, "
+                         "epochs_to_target:+3 (repeatable; default "
+                         f"{', '.join(DEFAULT_FAIL)})")
+    group.addoption("--hparams-compare-alpha", dest="hparams_compare_alpha", metavar="ALPHA",
+                    type=alpha_option, default=DEFAULT_ALPHA,
+                    help=f"significance level of the one-sided test over seeds (default "
+                         f"{DEFAULT_ALPHA:g})")
+    parser.addini("hparams_storage", "the folder of saved runs", default=DEFAULT_STORAGE)
+
+
+@dataclass
+class GateSettings:
+    """What this run saves and compares against, read once from the options."""
+
+    storage: Path
+    save: bool
+    save_name: str | None
+    baseline: RunFile | None = None
+    rules: list[Tolerance] = field(default_factory=list)
+    alpha: float = DEFAULT_ALPHA
+
+
+GATE_KEY = pytest.StashKey[GateSettings]()
+
+
+def configure(config: pytest.Config, session: HParamsSession) -> None:
+    """Read the options and the baseline; register the hooks. Bad input is a UsageError."""
+    storage = Path(config.getoption("hparams_storage") or config.getini("hparams_storage"))
+    name = config.getoption("hparams_save")
+    settings = GateSettings(storage, name is not None or config.getoption("hparams_autosave"),
+                            name or None, alpha=config.getoption("hparams_compare_alpha"))
+    spec = config.getoption("hparams_compare")
+    user_rules: list[Tolerance] = config.getoption("hparams_compare_fail")
+    if spec is None and user_rules:
+        raise pytest.UsageError("--hparams-compare-fail needs a baseline: add --hparams-compare "
+                                "(this machine's latest saved run) or --hparams-compare=PATH")
+    if spec is not None:
+        settings.baseline = _read_baseline(config, spec, storage)
+        try:
+            check_metrics(user_rules, settings.baseline.trials,
+                          f"the baseline {settings.baseline.path}")
+        except CompareExpressionError as exc:
+            raise pytest.UsageError(f"--hparams-compare-fail: {exc}") from None
+        settings.rules = user_rules or [parse_tolerance(text) for text in DEFAULT_FAIL]
+    config.stash[GATE_KEY] = settings
+    config.pluginmanager.register(_GateHooks(settings, session), "hparams-gate")
+
+
+def _read_baseline(config: pytest.Config, spec: str, storage: Path) -> RunFile:
+    workerinput = getattr(config, "workerinput", None)
+    try:
+        if workerinput is not None and _WORKER_BASELINE in workerinput:
+            # The controller resolved it: a run saved meanwhile must not change the baseline.
+            path = Path(workerinput[_WORKER_BASELINE])
+        else:
+            path = resolve_baseline(spec, storage)
+        return read_run(path)
+    except ResultsFileError as exc:
+        option = f"--hparams-compare={spec}" if spec else "--hparams-compare"
+        raise pytest.UsageError(f"{option}: {exc}") from None
+
+
+def _item_recorders(item: pytest.Item) -> list[Any]:
+    from .plugin import item_recorders
+
+    return item_recorders(item)
+
+
+class _GateHooks:
+    """Tolerances onto trials, each item against its baseline, and the session's report."""
+
+    def __init__(self, settings: GateSettings, session: HParamsSession) -> None:
+        self.settings = settings
+        self.session = session
+        self.comparison: Comparison | None = None
+        self.saved: Path | None = None
+        self.save_error = ""
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        baseline = self.settings.baseline
+        if baseline is not None and baseline.path is not None:
+            node.workerinput[_WORKER_BASELINE] = str(baseline.path)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Iterator[None]:
+        try:
+            result = yield
+        except BaseException:
+            self._mark_tolerances(item)
+            raise
+        self._mark_tolerances(item)
+        if self.settings.baseline is not None:
+            self._gate(item)
+        return result
+
+    def _mark_tolerances(self, item: pytest.Item) -> None:
+        from .plugin import item_spec
+
+        spec = item_spec(item)
+        marker = spec.space.options.get("tolerance") if spec is not None else None
+        if marker is None:
+            return
+        tolerances = {metric: (str(rule) if rule is not None else None)
+                      for metric, rule in marker_tolerances(item.nodeid, marker).items()}
+        for recorder in _item_recorders(item):
+            recorder.result.tolerance = tolerances
+
+    def _gate(self, item: pytest.Item) -> None:
+        __tracebackhide__ = True
+        baseline = self.settings.baseline
+        assert baseline is not None
+        failures = []
+        for recorder in _item_recorders(item):
+            recorder.close_active()
+            trial: TrialResult = recorder.result
+            before = match_trials(baseline.trials, [trial])[0][0]
+            result = compare_trial(before, trial, self.settings.rules, self.settings.alpha)
+            if result.failed:
+                failures.append(result.explain(f"baseline {baseline.path}"))
+        if failures:
+            pytest.fail("\n\n".join(failures), pytrace=False)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        hparams = self.session
+        if hparams.is_worker or not hparams.trials:
+            return
+        settings = self.settings
+        if settings.baseline is not None:
+            environment = {**hparams.environment, "device": str(hparams.device)}
+            self.comparison = compare_runs(settings.baseline, list(hparams.trials.values()),
+                                           settings.rules, settings.alpha,
+                                           environment=environment)
+            markdown = markdown_comparison(self.comparison)
+            if hparams.outputs.markdown is not None:
+                append_markdown(hparams.outputs.markdown, markdown)
+        if os.environ.get("GITHUB_STEP_SUMMARY") and (
+            self.comparison is not None or hparams.outputs.markdown is not None
+        ):
+            text = markdown_comparison(self.comparison) if self.comparison is not None else ""
+            text += "\n## Results\n\n" + markdown_tables(hparams.trials.values())
+            append_markdown(os.environ["GITHUB_STEP_SUMMARY"], text)
+        if settings.save:
+            run = hparams.run_file()
+            run.extra.update(name=settings.save_name or "", exitstatus=int(exitstatus))
+            try:
+                self.saved = save_run(settings.storage, run, settings.save_name)
+            except (OSError, ResultsFileError) as exc:
+                self.save_error = f"hparams: could not save the run: {exc}"
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.comparison is not None:
+            terminalreporter.write_sep("=", "hyperparameter baseline comparison",
+                                       red=self.comparison.failed,
+                                       green=not self.comparison.failed)
+            terminalreporter.write_line(render_comparison(self.comparison))
+        if self.saved is not None:
+            terminalreporter.write_line(f"hparams: saved run {self.saved}")
+        if self.save_error:
+            terminalreporter.write_line(self.save_error, red=True)

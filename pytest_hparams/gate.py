@@ -1,0 +1,626 @@
+"""Baseline comparison: tolerance expressions, direction-aware verdicts, statistics over seeds.
+
+A tolerance such as ``accuracy:-0.01`` says how far a metric may move in its bad direction
+(accuracy-like metrics down, losses and times up) before the change counts as a regression;
+``%`` makes it relative to the baseline's mean. With two or more seeds on both sides a
+configuration regresses only when the data show, at confidence ``1 - alpha``, that the change
+goes beyond the tolerance: a one-sided Welch t-test of H0 "the change is within tolerance"
+(``scipy.stats.ttest_ind(equal_var=False)``; a non-inferiority test). A change smaller than the
+tolerance therefore fails at most ``alpha`` of the time, and an unchanged model far less often.
+With one seed on either side there is no spread to test against, and the tolerance alone decides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import CompareExpressionError, SpaceError
+from .metrics import lower_is_better
+from .store import RunFile
+from .trial import TrialResult
+
+DEFAULT_ALPHA = 0.05
+#: The gate when neither ``--hparams-compare-fail`` nor a marker names one: a significant drop
+#: of more than one accuracy point (see benchmarks/gate_power.py for why this value).
+DEFAULT_FAIL = ("accuracy:-0.01",)
+
+#: Metric names a tolerance may use besides the recorded ones; ``time`` is ``wall_seconds``.
+TIME_METRICS = ("wall_seconds", "seconds_to_target", "epochs_to_target")
+ALIASES = {"time": "wall_seconds"}
+
+#: Verdicts that fail a test item.
+FAILING = ("regressed", "not recorded")
+
+_EXPRESSION = re.compile(
+    r"^\s*(?P<metric>[A-Za-z_][\w.\-]*)\s*:\s*(?P<sign>[-+])?\s*"
+    r"(?P<amount>(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*(?P<percent>%)?\s*$"
+)
+
+
+# --------------------------------------------------------------------------- tolerances
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How far ``metric`` may move in its bad direction before the change is a regression.
+
+    ``amount`` is absolute, or a fraction of the baseline's mean when ``relative``.
+    """
+
+    metric: str
+    amount: float
+    relative: bool = False
+
+    @property
+    def field(self) -> str:
+        """The recorded metric the tolerance reads (``time`` reads ``wall_seconds``)."""
+        return ALIASES.get(self.metric, self.metric)
+
+    @property
+    def lower_is_better(self) -> bool:
+        return lower_is_better(self.field)
+
+    def margin(self, baseline_mean: float) -> float:
+        """The allowed change in the bad direction, in the metric's units."""
+        if self.relative:
+            return self.amount * abs(baseline_mean)
+        return self.amount
+
+    def __str__(self) -> str:
+        sign = "+" if self.lower_is_better else "-"
+        amount = f"{self.amount * 100:g}%" if self.relative else f"{self.amount:g}"
+        return f"{self.metric}:{sign}{amount}"
+
+
+def parse_tolerance(text: str) -> Tolerance:
+    """Parse ``METRIC:[+-]AMOUNT[%]``: ``accuracy:-0.01``, ``accuracy:-2%``, ``time:+25%``.
+
+    The sign, when given, must point in the metric's bad direction (down for accuracy-like
+    metrics, up for losses, errors, times and epochs). Raises CompareExpressionError naming
+    the expression.
+    """
+    match = _EXPRESSION.match(str(text))
+    if not match:
+        raise CompareExpressionError(
+            f"cannot read the tolerance {text!r}: write METRIC:[+-]AMOUNT[%], e.g. "
+            f"accuracy:-0.01 (one point of accuracy), accuracy:-2% (2 % of the baseline), "
+            f"time:+25% or epochs_to_target:+3"
+        )
+    metric = match.group("metric")
+    amount = float(match.group("amount"))
+    relative = match.group("percent") is not None
+    tolerance = Tolerance(metric, amount / 100 if relative else amount, relative)
+    sign = match.group("sign")
+    if sign is not None and (sign == "+") != tolerance.lower_is_better:
+        worse = "grows" if tolerance.lower_is_better else "drops"
+        raise CompareExpressionError(
+            f"tolerance {text!r}: {metric} is {'lower' if tolerance.lower_is_better else 'higher'}"
+            f"-is-better, so it regresses when it {worse}; write {tolerance} (the sign says "
+            f"which way is worse)"
+        )
+    return tolerance
+
+
+def tolerance_option(text: str) -> Tolerance:
+    """``argparse`` type for ``--hparams-compare-fail`` and ``compare --fail``: early errors."""
+    try:
+        return parse_tolerance(text)
+    except CompareExpressionError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def alpha_option(text: str) -> float:
+    """``argparse`` type for the significance level: a number between 0 and 0.5."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 0.5:
+        raise argparse.ArgumentTypeError(
+            f"the significance level must be a number between 0 and 0.5 (e.g. 0.05), got {text!r}"
+        )
+    return value
+
+
+def marker_tolerances(test: str, spec: Any) -> dict[str, Tolerance | None]:
+    """The ``tolerance=`` of a test's marker, by metric; None switches a metric's gate off.
+
+    Accepts ``{"accuracy": "-0.02", "time": "+50%", "loss": None}`` (numbers too), one
+    expression ``"accuracy:-0.02"`` or a list of them. Raises SpaceError naming the test.
+    """
+    if spec is None:
+        return {}
+
+    def error(problem: str) -> SpaceError:
+        return SpaceError(f"{test}: hparams key 'tolerance': {problem}")
+
+    expressions: list[tuple[str, Any]] = []
+    if isinstance(spec, str):
+        expressions = [("", spec)]
+    elif isinstance(spec, Mapping):
+        expressions = [(str(metric), value) for metric, value in spec.items()]
+    elif isinstance(spec, (list, tuple)):
+        expressions = [("", value) for value in spec]
+    else:
+        raise error(f"give a dict of metric -> tolerance such as {{'accuracy': '-0.02'}}, "
+                    f"or 'accuracy:-0.02', got {spec!r}")
+    parsed: dict[str, Tolerance | None] = {}
+    for metric, value in expressions:
+        if metric and value is None:
+            parsed[metric] = None
+            continue
+        if metric and isinstance(value, (int, float)) and not isinstance(value, bool):
+            text = f"{metric}:{value}"
+        elif isinstance(value, str):
+            text = f"{metric}:{value}" if metric else value
+        else:
+            raise error(f"the tolerance of {metric or 'an entry'!r} must be like '-0.02', "
+                        f"'+25%' or None, got {value!r}")
+        try:
+            tolerance = parse_tolerance(text)
+        except CompareExpressionError as exc:
+            raise error(str(exc)) from None
+        parsed[tolerance.metric] = tolerance
+    return parsed
+
+
+def effective_tolerances(
+    rules: Sequence[Tolerance], overrides: Mapping[str, Tolerance | None]
+) -> list[Tolerance]:
+    """The command line's rules with a test's marker overriding them metric by metric."""
+    merged: dict[str, Tolerance | None] = {rule.field: rule for rule in rules}
+    for metric, rule in overrides.items():
+        merged[ALIASES.get(metric, metric)] = rule
+    return [rule for rule in merged.values() if rule is not None]
+
+
+# --------------------------------------------------------------------------- values
+
+
+def metric_values(trial: TrialResult, name: str) -> list[float] | None:
+    """The per-seed values of metric ``name`` (an alias allowed), or None if not recorded.
+
+    A seed that did not reach the target counts, for ``epochs_to_target``, as one epoch more
+    than it trained and, for ``seconds_to_target``, as its whole wall time: lower bounds of
+    what it would have needed, so that missing the target reads as slower, not as absent.
+    """
+    name = ALIASES.get(name, name)
+    runs = trial.runs
+    if not runs:
+        return None
+    if name == "wall_seconds":
+        return [run.wall_seconds for run in runs]
+    if name in ("epochs_to_target", "seconds_to_target"):
+        if not trial.target:
+            return None
+        if name == "epochs_to_target":
+            return [float(r.epochs_to_target if r.reached_target else r.epochs + 1) for r in runs]
+        return [float(r.seconds_to_target if r.seconds_to_target is not None else r.wall_seconds)
+                for r in runs]
+    if not any(name in run.final for run in runs):
+        return None
+    return [run.final.get(name, math.nan) for run in runs]
+
+
+def recorded_metrics(trials: Iterable[TrialResult]) -> list[str]:
+    """Every metric name a tolerance could use on these trials, aliases included."""
+    names: dict[str, None] = {}
+    for trial in trials:
+        names.update(dict.fromkeys(trial.metric_names))
+        if trial.runs:
+            names.update(dict.fromkeys(("wall_seconds", "time")))
+        if trial.target and trial.runs:
+            names.update(dict.fromkeys(("epochs_to_target", "seconds_to_target")))
+    return list(names)
+
+
+def check_metrics(rules: Sequence[Tolerance], trials: Sequence[TrialResult], where: str) -> None:
+    """Raise CompareExpressionError for a rule whose metric none of ``trials`` recorded."""
+    known = recorded_metrics(trials)
+    for rule in rules:
+        if rule.metric in known:
+            continue
+        import difflib
+
+        close = difflib.get_close_matches(rule.metric, known, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise CompareExpressionError(
+            f"{rule}: no trial in {where} recorded the metric {rule.metric!r} (recorded: "
+            f"{', '.join(known) or 'nothing'}){hint}"
+        )
+
+
+# --------------------------------------------------------------------------- one metric
+
+
+@dataclass(frozen=True)
+class MetricComparison:
+    """One metric of one configuration, baseline against now, and the verdict.
+
+    ``delta`` is now minus baseline (means over seeds); ``interval`` is its two-sided
+    ``1 - 2 alpha`` Welch interval, whose bound crosses the tolerance exactly when the
+    one-sided test at ``alpha`` rejects; ``p_value`` belongs to the test that decided.
+    """
+
+    tolerance: Tolerance
+    baseline: tuple[float, ...]
+    current: tuple[float, ...]
+    alpha: float
+    verdict: str
+    method: str
+    p_value: float | None = None
+    interval: tuple[float, float] | None = None
+
+    @property
+    def metric(self) -> str:
+        return self.tolerance.metric
+
+    @property
+    def baseline_mean(self) -> float:
+        return _mean(self.baseline)
+
+    @property
+    def current_mean(self) -> float:
+        return _mean(self.current)
+
+    @property
+    def delta(self) -> float:
+        return self.current_mean - self.baseline_mean
+
+    @property
+    def margin(self) -> float:
+        return self.tolerance.margin(self.baseline_mean)
+
+    @property
+    def failed(self) -> bool:
+        return self.verdict in FAILING
+
+    def summary(self) -> str:
+        """One line: the verdict, now against the baseline, the change and the test."""
+        rule = self.tolerance
+        if self.verdict == "not recorded":
+            return f"{rule.metric} not recorded: the baseline has {_spread(self.baseline)}, " \
+                   f"this run no finite value"
+        text = f"{rule.metric} {self.verdict}: {self.current_mean:.4g} now, " \
+               f"{self.baseline_mean:.4g} in the baseline (Δ {self.delta:+.3g}, allowed {rule}"
+        if self.p_value is not None:
+            text += f", p = {_p(self.p_value)}"
+        return text + ")"
+
+    def explain(self) -> str:
+        """Obtained, baseline, change, interval, p-value and tolerance, for a failure message."""
+        return "\n".join([self.summary(), *self.details()])
+
+    def details(self) -> list[str]:
+        """The lines under the summary: spreads, change and interval, tolerance, the test."""
+        if self.verdict == "not recorded":
+            return []
+        lines = []
+        lines.append(f"  now      {_spread(self.current)}")
+        lines.append(f"  baseline {_spread(self.baseline)}")
+        change = f"  change   {self.delta:+.4g}"
+        if self.baseline_mean:
+            change += f" ({self.delta / abs(self.baseline_mean):+.1%})"
+        if self.interval is not None:
+            level = 1 - 2 * self.alpha
+            change += f", {level:.0%} interval [{self.interval[0]:+.4g}, {self.interval[1]:+.4g}]"
+        lines.append(change)
+        bound = self.margin if self.tolerance.lower_is_better else -self.margin
+        lines.append(f"  allowed  {self.tolerance} (a change of {bound:+.4g})")
+        lines.append(f"  test     {self.method}")
+        return lines
+
+
+def _mean(values: Sequence[float]) -> float:
+    return math.fsum(values) / len(values) if values else math.nan
+
+
+def _spread(values: Sequence[float]) -> str:
+    n = len(values)
+    if not n:
+        return "no value"
+    if n == 1:
+        return f"{values[0]:.4g} (1 seed)"
+    mean = _mean(values)
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
+    return f"{mean:.4g} ± {std:.2g} ({n} seeds)"
+
+
+def _finite(values: Iterable[float] | None) -> tuple[float, ...]:
+    return tuple(float(v) for v in values or () if v is not None and math.isfinite(v))
+
+
+def compare_metric(
+    baseline: Iterable[float] | None,
+    current: Iterable[float] | None,
+    tolerance: Tolerance,
+    alpha: float = DEFAULT_ALPHA,
+) -> MetricComparison:
+    """Compare one metric's per-seed values, baseline against now, under ``tolerance``.
+
+    Verdicts: ``regressed`` (beyond the tolerance in the bad direction, and significant),
+    ``improved`` (beyond the tolerance in the good direction, and significant),
+    ``inconclusive`` (the mean moved beyond the tolerance the bad way, but not significantly:
+    add seeds), ``unchanged``, ``not recorded`` (the baseline has values, this run none: fails)
+    and ``no baseline`` (nothing to compare against: passes). Non-finite values are left out.
+    """
+    base, now = _finite(baseline), _finite(current)
+    if not base:
+        return MetricComparison(tolerance, base, now, alpha, "no baseline",
+                                "nothing to compare: the baseline has no finite value")
+    if not now:
+        return MetricComparison(tolerance, base, now, alpha, "not recorded",
+                                "this run has no finite value")
+    margin = tolerance.margin(_mean(base))
+    # In the metric's "good" orientation: positive is better.
+    sign = -1.0 if tolerance.lower_is_better else 1.0
+    gain = sign * (_mean(now) - _mean(base))
+    if len(base) < 2 or len(now) < 2:
+        return _by_tolerance(tolerance, base, now, alpha, gain, margin,
+                             f"tolerance only: {min(len(base), len(now))} seed on one side, "
+                             f"no spread to test against")
+    if _variance(base) == 0 and _variance(now) == 0:
+        return _by_tolerance(tolerance, base, now, alpha, gain, margin,
+                             "tolerance only: every seed gave the same value on both sides")
+    from scipy import stats
+
+    good = [sign * v for v in now]
+    reference = [sign * v for v in base]
+    # H0: gain >= -margin (within tolerance); H1: gain < -margin (a regression).
+    worse = stats.ttest_ind([v + margin for v in good], reference, equal_var=False,
+                            alternative="less")
+    # H0: gain <= +margin; H1: gain > +margin (an improvement beyond the tolerance).
+    better = stats.ttest_ind([v - margin for v in good], reference, equal_var=False,
+                             alternative="greater")
+    two_sided = stats.ttest_ind(now, base, equal_var=False)
+    ci = two_sided.confidence_interval(confidence_level=1 - 2 * alpha)
+    interval = (float(ci.low), float(ci.high))
+    p_worse, p_better = float(worse.pvalue), float(better.pvalue)
+    allowed = f"{-sign * margin:+.4g}"
+    if p_worse < alpha:
+        verdict, p = "regressed", p_worse
+        method = f"p = {_p(p)} < α = {alpha:g} for H0: the change is within {allowed}"
+    elif p_better < alpha:
+        verdict, p = "improved", p_better
+        method = f"p = {_p(p)} < α = {alpha:g} for H0: the gain is within {sign * margin:+.4g}"
+    else:
+        verdict = "inconclusive" if gain < -margin else "unchanged"
+        p = p_worse
+        method = f"p = {_p(p)} ≥ α = {alpha:g} for H0: the change is within {allowed}"
+    method += f" (one-sided Welch t-test, {len(now)} vs {len(base)} seeds)"
+    return MetricComparison(tolerance, base, now, alpha, verdict, method, p, interval)
+
+
+def _by_tolerance(tolerance: Tolerance, base: tuple[float, ...], now: tuple[float, ...],
+                  alpha: float, gain: float, margin: float, method: str) -> MetricComparison:
+    if gain < -margin:
+        verdict = "regressed"
+    elif gain > margin:
+        verdict = "improved"
+    else:
+        verdict = "unchanged"
+    return MetricComparison(tolerance, base, now, alpha, verdict, method)
+
+
+def _variance(values: Sequence[float]) -> float:
+    mean = _mean(values)
+    return math.fsum((v - mean) ** 2 for v in values)
+
+
+def _p(p: float) -> str:
+    return "<0.0001" if p < 1e-4 else f"{p:.2g}"
+
+
+def format_p(comparison: MetricComparison) -> str:
+    """The p-value as a table shows it: ``-`` when the tolerance alone decided."""
+    return "-" if comparison.p_value is None else _p(comparison.p_value)
+
+
+# --------------------------------------------------------------------------- configurations
+
+
+@dataclass
+class ConfigComparison:
+    """One configuration of one test, matched between the baseline and this run."""
+
+    test: str
+    config_id: str
+    baseline: TrialResult | None
+    current: TrialResult | None
+    metrics: list[MetricComparison] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def trial(self) -> TrialResult:
+        trial = self.current or self.baseline
+        assert trial is not None
+        return trial
+
+    @property
+    def status(self) -> str:
+        """``new``, ``missing``, ``not run`` or ``compared``."""
+        if self.baseline is None:
+            return "new"
+        if self.current is None:
+            return "missing"
+        if not self.current.runs:
+            return "not run"
+        return "compared"
+
+    @property
+    def failed(self) -> bool:
+        return any(m.failed for m in self.metrics)
+
+    @property
+    def verdict(self) -> str:
+        """The worst of the metrics' verdicts, or the status when nothing was compared."""
+        if self.status != "compared":
+            return self.status
+        for verdict in ("not recorded", "regressed", "inconclusive", "improved", "unchanged"):
+            if any(m.verdict == verdict for m in self.metrics):
+                return verdict
+        return "not gated"
+
+    def explain(self, baseline_name: str = "the baseline") -> str:
+        """The failure message of a regressed configuration: one line per failed metric, then
+        the details."""
+        failed = [m for m in self.metrics if m.failed]
+        lines = [m.summary() for m in failed]
+        lines.append(f"{self.trial.nodeid} against {baseline_name}:")
+        for metric in failed:
+            lines += [f"{metric.metric}:", *metric.details()]
+        return "\n".join([*lines, *self.notes])
+
+
+def compare_trial(
+    baseline: TrialResult | None,
+    current: TrialResult | None,
+    rules: Sequence[Tolerance],
+    alpha: float = DEFAULT_ALPHA,
+) -> ConfigComparison:
+    """Compare one configuration under ``rules`` and the current trial's own tolerances."""
+    either = current or baseline
+    assert either is not None
+    result = ConfigComparison(either.test or either.nodeid, either.config_id, baseline, current)
+    if result.status != "compared":
+        return result
+    assert baseline is not None and current is not None
+    if baseline.hparams != current.hparams:
+        result.notes.append(f"hyperparameters changed: {_hparams_change(baseline, current)}")
+    overrides = {m: (parse_tolerance(t) if t is not None else None)
+                 for m, t in current.tolerance.items()}
+    for rule in effective_tolerances(rules, overrides):
+        before = metric_values(baseline, rule.field)
+        now = metric_values(current, rule.field)
+        if before is None and now is None:
+            continue
+        result.metrics.append(compare_metric(before, now, rule, alpha))
+    return result
+
+
+def _hparams_change(baseline: TrialResult, current: TrialResult) -> str:
+    keys = dict.fromkeys([*baseline.hparams, *current.hparams])
+    missing = object()
+    changes = []
+    for key in keys:
+        old, new = baseline.hparams.get(key, missing), current.hparams.get(key, missing)
+        if old != new:
+            changes.append(f"{key} {'-' if old is missing else old!r} → "
+                           f"{'-' if new is missing else new!r}")
+    return ", ".join(changes)
+
+
+def match_trials(
+    baseline: Sequence[TrialResult], current: Sequence[TrialResult]
+) -> list[tuple[TrialResult | None, TrialResult | None]]:
+    """Pair trials by test item (nodeid: the test and its configuration id), then, for the
+    rest, by test and hyperparameters; unpaired ones come back with None on the other side."""
+    by_node = {t.nodeid: t for t in baseline}
+    pairs: list[tuple[TrialResult | None, TrialResult | None]] = []
+    unmatched: list[TrialResult] = []
+    for trial in current:
+        before = by_node.pop(trial.nodeid, None)
+        if before is None:
+            unmatched.append(trial)
+        else:
+            pairs.append((before, trial))
+    by_values = {(t.test, _canonical(t.hparams)): t for t in by_node.values()}
+    for trial in unmatched:
+        before = by_values.pop((trial.test, _canonical(trial.hparams)), None)
+        pairs.append((before, trial))
+    pairs += [(t, None) for t in by_values.values()]
+    return pairs
+
+
+def _canonical(hparams: Mapping[str, Any]) -> str:
+    return json.dumps(hparams, sort_keys=True, default=str)
+
+
+# --------------------------------------------------------------------------- runs
+
+
+@dataclass
+class Comparison:
+    """A whole run against its baseline: every configuration's verdict and the warnings."""
+
+    baseline: RunFile
+    configs: list[ConfigComparison]
+    rules: list[Tolerance]
+    alpha: float
+    warnings: list[str] = field(default_factory=list)
+    tests_not_run: list[str] = field(default_factory=list)
+
+    @property
+    def regressions(self) -> list[ConfigComparison]:
+        return [c for c in self.configs if c.failed]
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.regressions)
+
+    def counts(self) -> dict[str, int]:
+        """How many configurations got each verdict, worst first."""
+        counts: dict[str, int] = {}
+        for config in self.configs:
+            counts[config.verdict] = counts.get(config.verdict, 0) + 1
+        order = ("not recorded", "regressed", "inconclusive", "improved", "unchanged",
+                 "not gated", "new", "missing", "not run")
+        return {k: counts[k] for k in order if k in counts}
+
+
+def compare_runs(
+    baseline: RunFile,
+    current: Sequence[TrialResult],
+    rules: Sequence[Tolerance],
+    alpha: float = DEFAULT_ALPHA,
+    *,
+    environment: Mapping[str, Any] | None = None,
+) -> Comparison:
+    """Compare this run's trials against a baseline run, configuration by configuration.
+
+    Configurations only in the baseline are ``missing`` when their test ran now; tests that
+    did not run at all (deselected, removed) are listed in ``tests_not_run`` instead.
+    """
+    ran = {t.test for t in current}
+    configs: list[ConfigComparison] = []
+    not_run: dict[str, None] = {}
+    for before, now in match_trials(baseline.trials, current):
+        if now is None and before is not None and before.test not in ran:
+            not_run[before.test] = None
+            continue
+        configs.append(compare_trial(before, now, rules, alpha))
+    warnings = environment_warnings(baseline, environment) if environment is not None else []
+    if current and baseline.trials and all(c.status == "new" for c in configs):
+        warnings.append("no configuration of this run is in the baseline: is it the right file?")
+    return Comparison(baseline, configs, list(rules), alpha, warnings, list(not_run))
+
+
+def environment_warnings(baseline: RunFile, current: Mapping[str, Any]) -> list[str]:
+    """What differs between the baseline's machine, torch and device and this run's."""
+    warnings = []
+    old, new = baseline.machine, current.get("machine_info", {}) or {}
+    machine_keys = [("node", "host"), ("system", "system"), ("machine", "architecture"),
+                    ("python_version", "Python")]
+    for key, label in machine_keys:
+        if old.get(key) and new.get(key) and old[key] != new[key]:
+            warnings.append(f"{label} differs: {old[key]} in the baseline, {new[key]} now")
+    old_cpu = (old.get("cpu") or {}).get("brand_raw")
+    new_cpu = (new.get("cpu") or {}).get("brand_raw")
+    if old_cpu and new_cpu and old_cpu != new_cpu:
+        warnings.append(f"CPU differs: {old_cpu} in the baseline, {new_cpu} now")
+    for key, label in (("torch", "torch"), ("cuda", "CUDA")):
+        before, now = baseline.environment.get(key), current.get(key)
+        if key in baseline.environment and before != now:
+            warnings.append(f"{label} differs: {before} in the baseline, {now} now")
+    before_device, now_device = baseline.extra.get("device"), current.get("device")
+    if before_device and now_device and before_device != now_device:
+        warnings.append(f"device differs: {before_device} in the baseline, {now_device} now")
+    if baseline.extra.get("exitstatus") == 2:
+        warnings.append("the baseline run was interrupted: some configurations may be missing")
+    return warnings

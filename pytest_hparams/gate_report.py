@@ -1,0 +1,196 @@
+"""A baseline comparison rendered: header, one table per test, verdict line; text or Markdown."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tabulate import tabulate
+
+from .gate import Comparison, ConfigComparison, MetricComparison, format_p
+from .report import varied_keys
+from .space import format_value
+from .trial import TrialResult
+
+
+@dataclass
+class ComparisonTable:
+    """One test's configurations against the baseline, as text cells."""
+
+    test: str
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+    notes: list[str]
+
+
+def baseline_label(comparison: Comparison) -> str:
+    """The baseline's file, commit and time, in one line."""
+    run = comparison.baseline
+    path = str(run.path) if run.path else "the baseline"
+    commit = run.commit or {}
+    parts = []
+    if commit.get("id") and commit["id"] != "unversioned":
+        text = f"commit {str(commit['id'])[:12]}"
+        if commit.get("branch") and commit["branch"] != "(unknown)":
+            text += f" on {commit['branch']}"
+        if commit.get("dirty"):
+            text += " with uncommitted changes"
+        parts.append(text)
+    if run.created:
+        parts.append(f"run {run.created[:19].replace('T', ' ')} UTC")
+    return f"{path} ({', '.join(parts)})" if parts else path
+
+
+def header_lines(comparison: Comparison) -> list[str]:
+    """The baseline, the gate in force and the warnings about where the baseline ran."""
+    rules = ", ".join(str(rule) for rule in comparison.rules) or "none"
+    lines = [
+        f"baseline: {baseline_label(comparison)}",
+        f"gate: {rules}, α = {comparison.alpha:g} (one-sided Welch t-test over seeds; a "
+        f"marker's tolerance= overrides it per test)",
+    ]
+    lines += [f"warning: {warning}" for warning in comparison.warnings]
+    return lines
+
+
+def verdict_line(comparison: Comparison) -> str:
+    """``2 regressed, 1 improved, 30 unchanged, 3 new`` and the overall outcome."""
+    counts = comparison.counts()
+    text = ", ".join(f"{n} {verdict}" for verdict, n in counts.items()) or "nothing compared"
+    if comparison.tests_not_run:
+        n = len(comparison.tests_not_run)
+        text += f"; {n} test{'s' if n != 1 else ''} of the baseline did not run"
+    outcome = "FAILED: regressions beyond tolerance" if comparison.failed else "passed"
+    return f"{outcome} ({text})"
+
+
+def _num(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.4g}"
+
+
+def _spread(values: Sequence[float]) -> str:
+    if not values:
+        return "-"
+    n = len(values)
+    mean = math.fsum(values) / n
+    if n == 1:
+        return f"{mean:.4g}"
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
+    return f"{mean:.4g} ± {std:.2g}"
+
+
+def _delta(metric: MetricComparison) -> str:
+    if not metric.baseline or not metric.current:
+        return "-"
+    text = f"{metric.delta:+.3g}"
+    if metric.baseline_mean:
+        text += f" ({metric.delta / abs(metric.baseline_mean):+.1%})"
+    return text
+
+
+def _interval(metric: MetricComparison) -> str:
+    if metric.interval is None:
+        return "-"
+    return f"[{metric.interval[0]:+.3g}, {metric.interval[1]:+.3g}]"
+
+
+def _seeds(values: Sequence[float]) -> str:
+    return str(len(values)) if values else "-"
+
+
+def build_comparison_table(test: str, configs: list[ConfigComparison],
+                           comparison: Comparison) -> ComparisonTable:
+    """The table of one test: a row per configuration and gated metric."""
+    trials: list[TrialResult] = [c.trial for c in configs]
+    keys = varied_keys(trials)
+    metrics = {m.metric for c in configs for m in c.metrics}
+    show_metric = len(metrics) > 1
+    level = f"{1 - 2 * comparison.alpha:.0%}"
+    headers = [*keys] if keys else ["configuration"]
+    if show_metric:
+        headers.append("metric")
+    headers += ["baseline", "now", "seeds", "Δ", f"{level} interval\nof Δ", "p", "verdict"]
+    rows: list[list[str]] = []
+    notes: list[str] = []
+    for config in configs:
+        label = [_short(config.trial.hparams.get(k)) for k in keys] if keys else [config.config_id]
+        if not config.metrics:
+            empty = ["-"] * (len(headers) - len(label) - 1)
+            rows.append([*label, *empty, config.verdict])
+            continue
+        for metric in config.metrics:
+            verdict = metric.verdict.upper() if metric.failed else metric.verdict
+            if metric.p_value is None and metric.verdict not in ("no baseline", "not recorded"):
+                verdict += " †"
+            row = [*label]
+            if show_metric:
+                row.append(metric.metric)
+            seeds = f"{_seeds(metric.baseline)}→{_seeds(metric.current)}"
+            row += [_spread(metric.baseline), _spread(metric.current), seeds, _delta(metric),
+                    _interval(metric), format_p(metric), verdict]
+            rows.append(row)
+            label = [""] * len(label)
+        notes += [f"{config.config_id}: {note}" for note in config.notes]
+    if any("†" in row[-1] for row in rows):
+        notes.append("† the tolerance alone decided: one seed on a side, or no spread over seeds")
+    title = f"{test}: {len(configs)} configuration{'s' if len(configs) != 1 else ''}"
+    if not show_metric and metrics:
+        rule = next(m.tolerance for c in configs for m in c.metrics)
+        title += f", {rule.metric} (tolerance {rule})"
+    return ComparisonTable(test, title, headers, rows, notes)
+
+
+def _short(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return format_value(value)
+
+
+def comparison_tables(comparison: Comparison) -> list[ComparisonTable]:
+    groups: dict[str, list[ConfigComparison]] = {}
+    for config in comparison.configs:
+        groups.setdefault(config.test, []).append(config)
+    return [build_comparison_table(test, configs, comparison) for test, configs in groups.items()]
+
+
+def render_comparison(comparison: Comparison) -> str:
+    """The comparison for the terminal: header, one table per test, the verdict line."""
+    parts = ["\n".join(header_lines(comparison))]
+    for table in comparison_tables(comparison):
+        text = tabulate(table.rows, headers=table.headers, tablefmt="simple",
+                        disable_numparse=True)
+        parts.append("\n".join([table.title, text, *table.notes]))
+    if comparison.tests_not_run:
+        shown = ", ".join(comparison.tests_not_run[:5])
+        more = len(comparison.tests_not_run) - 5
+        parts.append(f"not run now (deselected or removed): {shown}"
+                     + (f" and {more} more" if more > 0 else ""))
+    parts.append(verdict_line(comparison))
+    return "\n\n".join(parts)
+
+
+def markdown_comparison(comparison: Comparison, heading: str = "##") -> str:
+    """The comparison as GitHub Markdown, for ``--hparams-markdown`` and the step summary."""
+    icon = "❌" if comparison.failed else "✅"
+    lines = [f"{heading} {icon} Baseline comparison: {verdict_line(comparison)}", ""]
+    lines += [f"- {line}" for line in header_lines(comparison)]
+    for table in comparison_tables(comparison):
+        headers = [h.replace("\n", " ") for h in table.headers]
+        rows = [[cell.replace("|", "\\|") for cell in row] for row in table.rows]
+        body = tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+        lines += ["", f"{heading}# {table.title}", "", body]
+        if table.notes:
+            lines += [""] + [f"- {note}" for note in table.notes]
+    if comparison.tests_not_run:
+        lines += ["", "Not run now (deselected or removed): "
+                  + ", ".join(f"`{t}`" for t in comparison.tests_not_run)]
+    return "\n".join(lines) + "\n"
+
+
+def append_markdown(path: str | Path, text: str) -> None:
+    """Append ``text`` to a Markdown file (the results tables, or GitHub's step summary)."""
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write("\n" + text)
