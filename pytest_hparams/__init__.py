@@ -12,6 +12,7 @@ from .errors import (
     SettingsError,
     SpaceError,
 )
+from .gate import Comparison, Tolerance, compare_metric, compare_runs, parse_tolerance
 from .hparams import HParams
 from .metrics import MetricSummary, Threshold, lower_is_better
 from .models import MLP, SmallCNN, initialise
@@ -19,6 +20,7 @@ from .recording import RunRecorder, TrialRecorder, seed_everything
 from .report import markdown_tables, render_tables, results_frame
 from .settings import TrainSettings
 from .space import Space, choice, int_uniform, log_uniform, parse_space, uniform
+from .storage import resolve_baseline, save_run
 from .store import RunFile, read_run, write_run
 from .sweep import sweep
 from .train import evaluate, fit
@@ -29,6 +31,7 @@ __version__ = "0.1.0"
 __all__ = [
     "MLP",
     "CompareExpressionError",
+    "Comparison",
     "DeviceUnavailable",
     "HParams",
     "HParamsError",
@@ -43,12 +46,15 @@ __all__ = [
     "SpaceError",
     "Split",
     "Threshold",
+    "Tolerance",
     "TrainSettings",
     "TrialRecorder",
     "TrialResult",
     "augmentation",
     "breast_cancer",
     "choice",
+    "compare_metric",
+    "compare_runs",
     "digits",
     "evaluate",
     "fit",
@@ -58,10 +64,13 @@ __all__ = [
     "lower_is_better",
     "markdown_tables",
     "parse_space",
+    "parse_tolerance",
     "read_run",
     "render_tables",
+    "resolve_baseline",
     "resolve_device",
     "results_frame",
+    "save_run",
     "seed_everything",
     "sweep",
     "uniform",

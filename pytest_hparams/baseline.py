@@ -131,7 +131,11 @@ def _read_baseline(config: pytest.Config, spec: str, storage: Path) -> RunFile:
         return read_run(path)
     except ResultsFileError as exc:
         option = f"--hparams-compare={spec}" if spec else "--hparams-compare"
-        raise pytest.UsageError(f"{option}: {exc}") from None
+        hint = ""
+        if spec.endswith(".py") or Path(spec).is_dir() or "::" in spec:
+            hint = (f" (a test path right after a bare --hparams-compare is taken as its value: "
+                    f"write --hparams-compare=ID|NAME|PATH, or put {spec} first)")
+        raise pytest.UsageError(f"{option}: {exc}{hint}") from None
 
 
 def _item_recorders(item: pytest.Item) -> list[Any]:

@@ -13,9 +13,11 @@ With one seed on either side there is no spread to test against, and the toleran
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import math
 import re
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,12 +25,15 @@ from typing import Any
 from .errors import CompareExpressionError, SpaceError
 from .metrics import lower_is_better
 from .store import RunFile
-from .trial import TrialResult
+from .trial import TrialResult, jsonable
 
 DEFAULT_ALPHA = 0.05
 #: The gate when neither ``--hparams-compare-fail`` nor a marker names one: a significant drop
-#: of more than one accuracy point (see benchmarks/gate_power.py for why this value).
-DEFAULT_FAIL = ("accuracy:-0.01",)
+#: of more than three quarters of an accuracy point. With 5 seeds and the spread of accuracy
+#: over seeds that trained digits models show (0.003 to 0.01), it fails on under 1 % of
+#: unchanged configurations and catches over 90 % of 3-point drops; benchmarks/gate_power.py
+#: measures both, and why not 0.005 (more false alarms) or 0.01 (misses more drops).
+DEFAULT_FAIL = ("accuracy:-0.0075",)
 
 #: Metric names a tolerance may use besides the recorded ones; ``time`` is ``wall_seconds``.
 TIME_METRICS = ("wall_seconds", "seconds_to_target", "epochs_to_target")
@@ -226,8 +231,6 @@ def check_metrics(rules: Sequence[Tolerance], trials: Sequence[TrialResult], whe
     for rule in rules:
         if rule.metric in known:
             continue
-        import difflib
-
         close = difflib.get_close_matches(rule.metric, known, n=1)
         hint = f"; did you mean {close[0]}?" if close else ""
         raise CompareExpressionError(
@@ -333,7 +336,9 @@ def _spread(values: Sequence[float]) -> str:
 
 
 def _finite(values: Iterable[float] | None) -> tuple[float, ...]:
-    return tuple(float(v) for v in values or () if v is not None and math.isfinite(v))
+    if values is None:
+        return ()
+    return tuple(float(v) for v in values if v is not None and math.isfinite(v))
 
 
 def compare_metric(
@@ -372,13 +377,16 @@ def compare_metric(
 
     good = [sign * v for v in now]
     reference = [sign * v for v in base]
-    # H0: gain >= -margin (within tolerance); H1: gain < -margin (a regression).
-    worse = stats.ttest_ind([v + margin for v in good], reference, equal_var=False,
-                            alternative="less")
-    # H0: gain <= +margin; H1: gain > +margin (an improvement beyond the tolerance).
-    better = stats.ttest_ind([v - margin for v in good], reference, equal_var=False,
-                             alternative="greater")
-    two_sided = stats.ttest_ind(now, base, equal_var=False)
+    with warnings.catch_warnings():
+        # scipy warns of precision loss when one side's seeds nearly agree; the test stays valid.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        # H0: gain >= -margin (within tolerance); H1: gain < -margin (a regression).
+        worse = stats.ttest_ind([v + margin for v in good], reference, equal_var=False,
+                                alternative="less")
+        # H0: gain <= +margin; H1: gain > +margin (an improvement beyond the tolerance).
+        better = stats.ttest_ind([v - margin for v in good], reference, equal_var=False,
+                                 alternative="greater")
+        two_sided = stats.ttest_ind(now, base, equal_var=False)
     ci = two_sided.confidence_interval(confidence_level=1 - 2 * alpha)
     interval = (float(ci.low), float(ci.high))
     p_worse, p_better = float(worse.pvalue), float(better.pvalue)
@@ -399,9 +407,10 @@ def compare_metric(
 
 def _by_tolerance(tolerance: Tolerance, base: tuple[float, ...], now: tuple[float, ...],
                   alpha: float, gain: float, margin: float, method: str) -> MetricComparison:
-    if gain < -margin:
+    # A change of exactly the tolerance is within it, whatever the float rounding.
+    if gain < -margin and not math.isclose(gain, -margin, abs_tol=1e-12):
         verdict = "regressed"
-    elif gain > margin:
+    elif gain > margin and not math.isclose(gain, margin, abs_tol=1e-12):
         verdict = "improved"
     else:
         verdict = "unchanged"
@@ -491,7 +500,7 @@ def compare_trial(
     if result.status != "compared":
         return result
     assert baseline is not None and current is not None
-    if baseline.hparams != current.hparams:
+    if _canonical(baseline.hparams) != _canonical(current.hparams):
         result.notes.append(f"hyperparameters changed: {_hparams_change(baseline, current)}")
     overrides = {m: (parse_tolerance(t) if t is not None else None)
                  for m, t in current.tolerance.items()}
@@ -510,9 +519,9 @@ def _hparams_change(baseline: TrialResult, current: TrialResult) -> str:
     changes = []
     for key in keys:
         old, new = baseline.hparams.get(key, missing), current.hparams.get(key, missing)
-        if old != new:
-            changes.append(f"{key} {'-' if old is missing else old!r} → "
-                           f"{'-' if new is missing else new!r}")
+        if old is missing or new is missing or _canonical({key: old}) != _canonical({key: new}):
+            shown = ["-" if value is missing else repr(value) for value in (old, new)]
+            changes.append(f"{key} {shown[0]} → {shown[1]}")
     return ", ".join(changes)
 
 
@@ -539,7 +548,9 @@ def match_trials(
 
 
 def _canonical(hparams: Mapping[str, Any]) -> str:
-    return json.dumps(hparams, sort_keys=True, default=str)
+    """Hyperparameters as a run file stores them (a tuple reads back as a list)."""
+    return json.dumps({str(k): jsonable(v) for k, v in hparams.items()}, sort_keys=True,
+                      default=str)
 
 
 # --------------------------------------------------------------------------- runs

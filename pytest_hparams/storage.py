@@ -125,6 +125,8 @@ def resolve_baseline(spec: str | None, storage: str | os.PathLike[str],
     text = (spec or "").strip()
     candidate = Path(text)
     if text and (candidate.is_file() or "/" in text or os.sep in text or text.endswith(".json")):
+        if candidate.suffix == ".py":
+            raise ResultsFileError(f"{candidate}: is a Python file, not a run file")
         if candidate.is_dir():
             raise ResultsFileError(f"{candidate}: is a folder; name a run file inside it")
         if not candidate.exists():

@@ -1,0 +1,112 @@
+"""``pytest-hparams compare A B``: the same gate offline, with exit statuses CI can use."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pytest_hparams import RunFile, SeedRun, TrialResult, write_run
+from pytest_hparams.__main__ import main
+
+
+def run(shift=0.0, lrs=(0.1, 0.2), tolerance=None):
+    trials = []
+    for lr in lrs:
+        values = [0.90, 0.91, 0.905, 0.895, 0.9]
+        runs = [SeedRun(seed=i, final={"accuracy": v + shift, "loss": 1 - v - shift})
+                for i, v in enumerate(values)]
+        trials.append(TrialResult(nodeid=f"t.py::test_lr[lr={lr}]", test="t.py::test_lr",
+                                  config_id=f"lr={lr}", hparams={"lr": lr}, axes=["lr"],
+                                  runs=runs, tolerance=tolerance or {}))
+    return RunFile(trials, environment={"torch": "2.13.0"}, extra={"device": "cpu"})
+
+
+@pytest.fixture
+def files(tmp_path):
+    def write(name, **kwargs):
+        path = tmp_path / name
+        write_run(path, run(**kwargs))
+        return str(path)
+
+    return write
+
+
+def test_no_change_exits_zero(files, capsys):
+    assert main(["compare", files("a.json"), files("b.json")]) == 0
+    out = capsys.readouterr().out
+    assert "candidate: " in out and "b.json" in out
+    assert "gate: accuracy:-0.0075, α = 0.05" in out
+    assert out.rstrip().endswith("passed (2 unchanged)")
+
+
+def test_a_regression_exits_one_with_the_table(files, capsys):
+    assert main(["compare", files("a.json"), files("b.json", shift=-0.03)]) == 1
+    out = capsys.readouterr().out
+    assert "REGRESSED" in out and "FAILED: regressions beyond tolerance (2 regressed)" in out
+
+
+def test_fail_expressions_alpha_and_markdown(files, tmp_path, capsys):
+    markdown = tmp_path / "compare.md"
+    status = main(["compare", files("a.json"), files("b.json", shift=-0.03),
+                   "--fail", "accuracy:-0.05", "--fail", "loss:+50%", "--alpha", "0.01",
+                   "--markdown", str(markdown)])
+    assert status == 0
+    out = capsys.readouterr().out
+    assert "gate: accuracy:-0.05, loss:+50%, α = 0.01" in out
+    assert "## ✅ Baseline comparison: passed (2 unchanged)" in markdown.read_text()
+
+
+def test_tolerances_saved_from_the_candidates_markers_apply(files, capsys):
+    loose = files("b.json", shift=-0.03, tolerance={"accuracy": "accuracy:-0.05"})
+    assert main(["compare", files("a.json"), loose]) == 0
+
+
+def test_runs_are_named_by_number_or_name_in_the_storage_folder(tmp_path, capsys):
+    from pytest_hparams import save_run
+
+    storage = tmp_path / "store"
+    save_run(storage, run(), "main")
+    save_run(storage, run(shift=-0.03))
+    assert main(["compare", "main", "2", "--storage", str(storage)]) == 1
+    assert main(["list", "--storage", str(storage)]) == 0
+    listing = capsys.readouterr().out.splitlines()[-2:]
+    assert listing[0].startswith("0001  ") and listing[0].endswith("_main.json")
+    assert listing[1].startswith("0002  ")
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "baseline '{a}': {a}: no such baseline file"),
+    ('{"schema": "pytest-hparams/run", "version": 1, "tri', "is not valid JSON"),
+    ('{"schema": "pytest-hparams/run", "version": 2, "trials": []}', "written by a newer"),
+    ('{"benchmarks": []}', "not a pytest-hparams results file"),
+])
+def test_bad_files_exit_two_naming_the_file(files, tmp_path, capsys, content, message):
+    a = tmp_path / "a.json"
+    if content is not None:
+        a.write_text(content)
+    assert main(["compare", str(a), files("b.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pytest-hparams: error: ")
+    assert message.format(a=a) in err
+
+
+def test_bad_expressions_and_unknown_metrics_exit_two(files, capsys):
+    a, b = files("a.json"), files("b.json")
+    with pytest.raises(SystemExit) as info:
+        main(["compare", a, b, "--fail", "accuracy:+1"])
+    assert info.value.code == 2
+    assert "argument --fail: tolerance 'accuracy:+1': accuracy is higher-is-better" in \
+        capsys.readouterr().err
+    assert main(["compare", a, b, "--fail", "acuracy:-0.01"]) == 2
+    assert "recorded the metric 'acuracy'" in capsys.readouterr().err
+
+
+def test_module_and_console_script_entry_points(files):
+    a, b = files("a.json"), files("b.json", shift=-0.03)
+    for command in ([sys.executable, "-m", "pytest_hparams"],
+                    [str(Path(sys.executable).parent / "pytest-hparams")]):
+        done = subprocess.run([*command, "compare", a, b], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 1, done.stderr
+        assert "FAILED: regressions beyond tolerance" in done.stdout
