@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import CompareExpressionError, ResultsFileError
+from .errors import CompareExpressionError, HParamsError, ResultsFileError
 from .gate import (
     DEFAULT_ALPHA,
     DEFAULT_FAIL,
@@ -113,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "compare":
             return compare(args)
         return list_runs(args)
-    except ResultsFileError as exc:
+    except HParamsError as exc:
         return _error(str(exc))
 
 

@@ -31,6 +31,7 @@ from .gate import (
     marker_tolerances,
     match_trials,
     parse_tolerance,
+    recorded_metrics,
     tolerance_option,
 )
 from .gate_report import append_markdown, markdown_comparison, render_comparison
@@ -167,22 +168,36 @@ class _GateHooks:
         except BaseException:
             self._mark_tolerances(item)
             raise
-        self._mark_tolerances(item)
+        self._check_marker_metrics(item, self._mark_tolerances(item))
         if self.settings.baseline is not None:
             self._gate(item)
         return result
 
-    def _mark_tolerances(self, item: pytest.Item) -> None:
+    def _mark_tolerances(self, item: pytest.Item) -> dict[str, str | None]:
+        """Put the marker's tolerances on the item's trials: saved with them, they gate the
+        item, the controller's table and an offline compare alike."""
         from .plugin import item_spec
 
         spec = item_spec(item)
         marker = spec.space.options.get("tolerance") if spec is not None else None
         if marker is None:
-            return
+            return {}
         tolerances = {metric: (str(rule) if rule is not None else None)
                       for metric, rule in marker_tolerances(item.nodeid, marker).items()}
         for recorder in _item_recorders(item):
             recorder.result.tolerance = tolerances
+        return tolerances
+
+    def _check_marker_metrics(self, item: pytest.Item, tolerances: dict[str, str | None]) -> None:
+        __tracebackhide__ = True
+        trials = [r.result for r in _item_recorders(item) if r.result.runs]
+        if not tolerances or not trials:
+            return
+        known = recorded_metrics(trials)
+        unknown = [metric for metric in tolerances if metric not in known]
+        if unknown:
+            pytest.fail(f"{item.nodeid}: hparams key 'tolerance': names {unknown[0]!r}, which "
+                        f"no run recorded (recorded: {', '.join(known)})", pytrace=False)
 
     def _gate(self, item: pytest.Item) -> None:
         __tracebackhide__ = True

@@ -35,8 +35,7 @@ DEFAULT_ALPHA = 0.05
 #: measures both, and why not 0.005 (more false alarms) or 0.01 (misses more drops).
 DEFAULT_FAIL = ("accuracy:-0.0075",)
 
-#: Metric names a tolerance may use besides the recorded ones; ``time`` is ``wall_seconds``.
-TIME_METRICS = ("wall_seconds", "seconds_to_target", "epochs_to_target")
+#: Other names of recorded metrics: ``time`` is each seed's ``wall_seconds``.
 ALIASES = {"time": "wall_seconds"}
 
 #: Verdicts that fail a test item.
@@ -288,10 +287,10 @@ class MetricComparison:
         """One line: the verdict, now against the baseline, the change and the test."""
         rule = self.tolerance
         if self.verdict == "not recorded":
-            return f"{rule.metric} not recorded: the baseline has {_spread(self.baseline)}, " \
-                   f"this run no finite value"
-        text = f"{rule.metric} {self.verdict}: {self.current_mean:.4g} now, " \
-               f"{self.baseline_mean:.4g} in the baseline (Δ {self.delta:+.3g}, allowed {rule}"
+            return (f"{rule.metric} not recorded: the baseline has {_spread(self.baseline)}, "
+                    f"this run no finite value")
+        text = (f"{rule.metric} {self.verdict}: {self.current_mean:.4g} now, "
+                f"{self.baseline_mean:.4g} in the baseline (Δ {self.delta:+.3g}, allowed {rule}")
         if self.p_value is not None:
             text += f", p = {_p(self.p_value)}"
         return text + ")"
@@ -304,9 +303,7 @@ class MetricComparison:
         """The lines under the summary: spreads, change and interval, tolerance, the test."""
         if self.verdict == "not recorded":
             return []
-        lines = []
-        lines.append(f"  now      {_spread(self.current)}")
-        lines.append(f"  baseline {_spread(self.baseline)}")
+        lines = [f"  now      {_spread(self.current)}", f"  baseline {_spread(self.baseline)}"]
         change = f"  change   {self.delta:+.4g}"
         if self.baseline_mean:
             change += f" ({self.delta / abs(self.baseline_mean):+.1%})"

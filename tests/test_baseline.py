@@ -220,6 +220,19 @@ def test_a_bad_marker_tolerance_is_a_collection_error_naming_test_and_key(pytest
     assert NO_INTERNAL_ERROR not in result.stdout.str() + result.stderr.str()
 
 
+def test_a_marker_tolerance_on_a_metric_never_recorded_fails_naming_test_and_key(pytester,
+                                                                               example):
+    pytester.makepyfile(test_example=EXAMPLE.replace(
+        "seeds=SEEDS)", "seeds=SEEDS, tolerance={'acuracy': '-0.02'})"))
+    result = example()
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines([
+        "test_example.py::test_fit[[]lr=0.1[]]: hparams key 'tolerance': names 'acuracy', which "
+        "no run recorded (recorded: loss, accuracy, wall_seconds, time, epochs_to_target, "
+        "seconds_to_target)",
+    ])
+
+
 # --------------------------------------------------------------------------- reports
 
 
