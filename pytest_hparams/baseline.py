@@ -104,6 +104,9 @@ def configure(config: pytest.Config, session: HParamsSession) -> None:
     name = config.getoption("hparams_save")
     settings = GateSettings(storage, name is not None or config.getoption("hparams_autosave"),
                             name or None, alpha=config.getoption("hparams_compare_alpha"))
+    if settings.save and storage.exists() and not storage.is_dir():
+        raise pytest.UsageError(f"--hparams-storage: {storage} is a file; the runs are saved "
+                                f"into a folder: name a folder (default {DEFAULT_STORAGE})")
     spec = config.getoption("hparams_compare")
     user_rules: list[Tolerance] = config.getoption("hparams_compare_fail")
     if spec is None and user_rules:

@@ -116,7 +116,8 @@ def build_comparison_table(test: str, configs: list[ConfigComparison],
     rows: list[list[str]] = []
     notes: list[str] = []
     for config in configs:
-        label = [_short(config.trial.hparams.get(k)) for k in keys] if keys else [config.config_id]
+        label = ([_short(config.trial.hparams.get(k)) for k in keys] if keys
+                 else [_short(config.config_id)])
         if not config.metrics:
             empty = ["-"] * (len(headers) - len(label) - 1)
             rows.append([*label, *empty, config.verdict])
@@ -143,10 +144,12 @@ def build_comparison_table(test: str, configs: list[ConfigComparison],
     return ComparisonTable(test, title, headers, rows, notes)
 
 
+_LABEL_WIDTH = 24
+
+
 def _short(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return format_value(value)
+    text = f"{value:.4g}" if isinstance(value, float) else format_value(value)
+    return text if len(text) <= _LABEL_WIDTH else text[: _LABEL_WIDTH - 1] + "…"
 
 
 def comparison_tables(comparison: Comparison) -> list[ComparisonTable]:

@@ -362,9 +362,47 @@ def test_a_metric_no_trial_has_is_a_usage_error_naming_it(pytester, example):
     (["--hparams-compare-alpha=0.7"], "the significance level must be a number between 0 and "
                                       "0.5 (e.g. 0.05), got '0.7'"),
     (["--hparams-save=a/b"], "the run name 'a/b' must be letters, digits"),
+    (["--hparams-save", "--hparams-storage=test_example.py"], "--hparams-storage: "
+     "test_example.py is a file; the runs are saved into a folder"),
 ])
 def test_other_bad_options_are_usage_errors(pytester, example, args, message):
     bad_input(pytester, example, *args, message=message)
+
+
+def test_sweep_rows_are_matched_and_gated_like_items(pytester, example):
+    pytester.makepyfile(test_claim="""
+        import torch
+        from pytest_hparams import sweep
+
+        X = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
+        Y = (X[:, 0] > 0).long()
+
+        def test_claim():
+            sweep(lambda: torch.nn.Linear(4, 2), (X, Y), (X, Y),
+                  space={"lr": [0.01, 0.1], "seeds": 3}, epochs=2)
+    """)
+    pytester.runpytest("-p", "no:cacheprovider", "test_claim.py", "--hparams-save")
+    result = pytester.runpytest("-p", "no:cacheprovider", "test_claim.py", "--hparams-compare")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([
+        "test_claim.py::test_claim: 2 configurations, accuracy (tolerance accuracy:-0.0075)",
+        "0.01 * 3→3 *unchanged",
+        "0.1 * 3→3 *unchanged",
+        "passed (2 unchanged)",
+    ])
+
+
+def test_a_run_that_cannot_be_saved_says_so(pytester, example):
+    pytester.makepyfile(test_example=EXAMPLE + """
+
+def test_storage_becomes_a_file():
+    with open("storage", "w") as handle:
+        handle.write("not a folder any more")
+""")
+    result = example("--hparams-storage=storage", "--hparams-save")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["hparams: could not save the run: *storage*"])
+    assert NO_INTERNAL_ERROR not in result.stdout.str()
 
 
 # --------------------------------------------------------------------------- processes
