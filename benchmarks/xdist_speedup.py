@@ -7,9 +7,13 @@ for reference, with ``-n 0 --hparams-threads 1``, interleaved ``--repeats`` time
 each mode's median wall time and its speed-up over the first mode (``-n 0`` by default). Wall
 time is the whole pytest command: start-up, collection, training and reporting.
 
-    python benchmarks/xdist_speedup.py                 # -n 2, 3 repeats
-    python benchmarks/xdist_speedup.py --workers 4 --repeats 5 --epochs 4
+    python benchmarks/xdist_speedup.py                 # -n 2, small models, 3 repeats
+    python benchmarks/xdist_speedup.py --size large    # larger matrix products
+    python benchmarks/xdist_speedup.py --workers 4 --repeats 5
     python benchmarks/xdist_speedup.py --modes n0-1,budget   # processes, threads held at 1
+
+Each pytest start costs seconds (torch's import; with xdist, every worker's), so the grid must
+train for a minute or so before the start-up stops hiding the speed-up.
 
 On a machine shared with other work the figures move: read the ratios, not the seconds, and
 compare runs made at the same time.
@@ -44,13 +48,18 @@ def model(width):
         torch.nn.ReLU(), torch.nn.Linear(width, 2))
 
 
-@pytest.mark.hparams(lr=[0.01, 0.03, 0.1, 0.3], width=[256, 512], seeds=2,
-                     epochs={epochs}, batch_size=128, optimizer="adam")
+@pytest.mark.hparams(lr=[0.01, 0.03, 0.1, 0.3], width={widths}, seeds=2,
+                     epochs={epochs}, batch_size={batch}, optimizer="adam")
 def test_grid(hparams):
     fit(model(hparams.width), DATA, VAL, hparams)
 """
 
 TRIALS = 8
+#: small: many small operations, where the time goes to the framework's per-operation work (the
+#: usual case for the small models of hyperparameter tests); large: fewer, larger matrix
+#: products, where torch's own threads already use the cores.
+SIZES = {"small": {"widths": "[32, 64]", "batch": "32"},
+         "large": {"widths": "[256, 512]", "batch": "128"}}
 _BURN = "import time\nt = time.perf_counter()\nfor i in range(10_000_000): pass\n" \
         "print(time.perf_counter() - t)"
 
@@ -88,11 +97,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs per run (default: 40 small, 8 large)")
+    parser.add_argument("--size", choices=sorted(SIZES), default="small")
     parser.add_argument("--modes", default="n0,budget,off,n0-1",
                         help="which of n0, budget, off, n0-1 to run (the speed-ups are over the "
                              "first)")
     options = parser.parse_args()
+    if options.epochs is None:
+        options.epochs = 40 if options.size == "small" else 8
 
     import torch
 
@@ -115,7 +128,10 @@ def main() -> None:
     capacity_before = free_cores(options.workers)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        (folder / "test_xdist_grid.py").write_text(GRID.replace("{epochs}", str(options.epochs)))
+        grid = GRID.replace("{epochs}", str(options.epochs))
+        for key, value in SIZES[options.size].items():
+            grid = grid.replace(f"{{{key}}}", value)
+        (folder / "test_xdist_grid.py").write_text(grid)
         for repeat in range(options.repeats):
             order = list(modes)
             order = order[repeat % len(order):] + order[:repeat % len(order)]  # spread drift
@@ -127,7 +143,9 @@ def main() -> None:
 
     baseline = statistics.median(next(iter(times.values())))
     print()
-    print(f"{TRIALS} configurations × 2 seeds × {options.epochs} epochs (MLP, 3072 samples), "
+    size = SIZES[options.size]
+    print(f"{TRIALS} configurations × 2 seeds × {options.epochs} epochs ({options.size}: MLP "
+          f"widths {size['widths']}, batches of {size['batch']}, 3072 samples), "
           f"{cpu_cores()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads "
           f"by default; budget {thread_budget(options.workers)} per worker)")
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} "

@@ -226,39 +226,62 @@ def test_keyboard_interrupt_keeps_every_finished_trial_and_prints_their_table(py
             ] == ["0", "1", "2"]
 
 
-def test_ctrl_c_to_a_running_pytest_finds_every_finished_trial_already_on_disk(pytester):
-    ready = pytester.path / "ready"
-    pytester.makepyfile(INTERRUPTED.format(
-        action=f"pathlib.Path({str(ready)!r}).touch(); time.sleep(120)"))
+SLEEPY = """
+import pathlib
+import time
+import pytest
+import torch
+from pytest_hparams import fit
+
+X = torch.randn(32, 4)
+Y = (X[:, 0] > 0).long()
+
+
+@pytest.mark.hparams(n=list(range(8)), epochs=1)
+def test_grid(hparams):
+    if hparams.n >= 6:  # the last two train "for long": Ctrl-C comes while they run
+        pathlib.Path(f"running-{hparams.n}").touch()
+        time.sleep(120)
+    fit(lambda: torch.nn.Linear(4, 2), (X, Y), None, hparams)
+"""
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one-process", "xdist"])
+def test_ctrl_c_to_a_running_pytest_finds_every_finished_trial_already_on_disk(pytester,
+                                                                               workers):
+    pytester.makepyfile(SLEEPY)
     path = pytester.path / "run.json"
+    finished = [0, 1, 2, 3, 4, 5]
     process = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--hparams-json", str(path)],
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--hparams-json", str(path),
+         *workers],
         cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,  # its own process group, for the Ctrl-C of a terminal
     )
     try:
         deadline = time.monotonic() + 120
-        while not ready.exists() and process.poll() is None and time.monotonic() < deadline:
+        running = pytester.path / "running-6"
+        while not running.exists() and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert ready.exists(), "the run never reached the fourth configuration"
-        # While the fourth trains, the three finished trials reach the disk (at once, or a
-        # moment later when rewriting is throttled), before any interrupt.
-        while _finished(path) != [0, 1, 2] and time.monotonic() < deadline:
+        assert running.exists(), "the run never reached the seventh configuration"
+        # While the last ones train, the finished trials reach the disk (at once, or a moment
+        # later when rewriting is throttled), before any interrupt.
+        while not (path.exists() and _finished(path) == finished) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert _finished(path) == [0, 1, 2]
-        process.send_signal(signal.SIGINT)
+        assert _finished(path) == finished
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
         output, _ = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
             process.wait()
     assert process.returncode == pytest.ExitCode.INTERRUPTED, output
-    assert _finished(path) == [0, 1, 2]
+    assert _finished(path) == finished
     assert "KeyboardInterrupt" in output
     table = output[output.index("hyperparameter comparison"):]
-    assert "3 configurations × 1 seeds" in table
+    assert "6 configurations × 1 seeds" in table
     assert [line.lstrip(" *").split()[0] for line in table.splitlines()
-            if line.strip().endswith("passed")
-            ] == ["0", "1", "2"]
+            if line.strip().endswith("passed")] == [str(n) for n in finished]
 
 
 # --------------------------------------------------------------------------- kill -9
