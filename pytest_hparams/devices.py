@@ -1,7 +1,8 @@
-"""Device choice and availability: auto, cpu, cuda, cuda:N, mps."""
+"""Devices: choice and availability, one device per xdist worker, torch threads per worker."""
 
 from __future__ import annotations
 
+import os
 import re
 
 import torch
@@ -73,3 +74,80 @@ def runtime_description(device: torch.device) -> str:
     if device.type == "cuda":
         name += f" ({torch.cuda.get_device_name(device)})"
     return f"device {name}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+# --------------------------------------------------------------------------- several processes
+
+
+def parse_devices(spec: str) -> list[torch.device]:
+    """The devices of ``--hparams-devices``: ``auto`` (every visible CUDA GPU; without one, the
+    ``auto`` device) or a comma-separated list such as ``cuda:0,cuda:1``.
+
+    Raises DeviceUnavailable naming the entry that cannot be used here.
+    """
+    text = str(spec).strip()
+    if text.lower() == "auto":
+        if torch.cuda.is_available() and torch.cuda.device_count() > 0:
+            return [torch.device("cuda", index) for index in range(torch.cuda.device_count())]
+        return [auto_device()]
+    entries = [entry.strip() for entry in text.split(",")]
+    if not text or not all(entries):
+        raise DeviceUnavailable(
+            f"{spec!r} is not a list of devices: give auto or names separated by commas, "
+            f"such as cuda:0,cuda:1"
+        )
+    return [resolve_device(entry) for entry in entries]
+
+
+def worker_index(worker_id: str | None) -> int:
+    """The index of an xdist worker id (``gw3`` → 3); 0 outside xdist."""
+    match = re.fullmatch(r"gw(\d+)", worker_id or "")
+    return int(match.group(1)) if match else 0
+
+
+def device_for_worker(devices: list[torch.device], worker_id: str | None) -> torch.device:
+    """The device of one worker: the devices are dealt round-robin by worker index."""
+    if not devices:
+        raise ValueError("device_for_worker needs at least one device")
+    return devices[worker_index(worker_id) % len(devices)]
+
+
+def cpu_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS and Windows have no affinity mask
+        return max(1, os.cpu_count() or 1)
+
+
+def thread_budget(workers: int, cores: int | None = None) -> int:
+    """torch threads for each of ``workers`` processes sharing ``cores``: cores ÷ workers, at
+    least 1, so that parallel workers do not oversubscribe the CPU."""
+    cores = cpu_cores() if cores is None else cores
+    return max(1, cores // max(1, workers))
+
+
+def parse_threads(text: str) -> int | str:
+    """``--hparams-threads``: ``auto``, ``off`` or a positive number of threads."""
+    value = str(text).strip().lower()
+    if value in ("auto", "off"):
+        return value
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    raise ValueError(
+        f"{text!r} is not a thread count: give a positive integer, auto (cores ÷ xdist workers "
+        f"on this host) or off (torch's own default)"
+    )
+
+
+def torch_threads(choice: int | str, workers_on_host: int) -> int | None:
+    """The torch thread count a process should set, or None to leave torch's default.
+
+    ``auto`` budgets cores ÷ workers when several xdist workers share this host and leaves
+    a lone process alone; a number is used as it is; ``off`` leaves torch's default.
+    """
+    if isinstance(choice, int):
+        return choice
+    if choice == "auto" and workers_on_host > 1:
+        return thread_budget(workers_on_host)
+    return None

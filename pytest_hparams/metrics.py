@@ -78,7 +78,7 @@ class MetricSummary:
 
     @property
     def mean(self) -> float:
-        return math.fsum(self.values) / self.n if self.values else math.nan
+        return _sum(self.values) / self.n if self.values else math.nan
 
     @property
     def std(self) -> float:
@@ -86,7 +86,8 @@ class MetricSummary:
         if self.n < 2:
             return 0.0 if self.values else math.nan
         m = self.mean
-        return math.sqrt(math.fsum((v - m) ** 2 for v in self.values) / (self.n - 1))
+        # (v - m) * (v - m), not ** 2: beyond the float range it is inf, not OverflowError.
+        return math.sqrt(_sum([(v - m) * (v - m) for v in self.values]) / (self.n - 1))
 
     @property
     def min(self) -> float:
@@ -110,3 +111,11 @@ class MetricSummary:
         lo, hi = self.ci95
         return {"mean": self.mean, "std": self.std, "min": self.min, "max": self.max,
                 "ci95": [lo, hi], "n": self.n, "values": list(self.values)}
+
+
+def _sum(values: tuple[float, ...] | list[float]) -> float:
+    """An exact sum; beyond the float range (a diverging metric) it is inf, not an error."""
+    try:
+        return math.fsum(values)
+    except OverflowError:
+        return sum(values)

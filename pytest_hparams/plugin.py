@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,19 +15,28 @@ import torch
 
 from .baseline import add_options as add_baseline_options
 from .baseline import configure as configure_baseline
-from .devices import DeviceUnavailable, resolve_device, runtime_description
+from .devices import DeviceUnavailable, parse_threads, resolve_device, runtime_description
 from .errors import SpaceError
 from .gate import marker_tolerances
 from .hparams import HParams
-from .recording import TrialRecorder, recording_into
+from .recording import TrialRecorder, free_accelerator_memory, is_out_of_memory, recording_into
 from .report import TABLE_WIDTH, render_tables
 from .session import SESSION_KEY, HParamsSession
 from .space import DEFAULT_MAX_TRIALS, Config, Space, parse_space
 from .trial import TrialResult
+from .workers import (
+    ControllerHooks,
+    WorkerHooks,
+    describe_workers,
+    place_process,
+    planned_workers,
+    to_wire,
+)
 
 PARAM = "_hparams_config"
 _RECORDER = pytest.StashKey[TrialRecorder]()
 _REPORTED = pytest.StashKey[bool]()
+_OUT_OF_MEMORY = pytest.StashKey[bool]()
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--hparams-device", dest="hparams_device", metavar="DEVICE", default=None,
                     help="device to train on: auto (default; cuda, else mps, else cpu), cpu, "
                          "cuda, cuda:N or mps; ini: hparams_device")
+    group.addoption("--hparams-devices", dest="hparams_devices", metavar="DEVICES", default=None,
+                    help="deal devices to xdist workers round-robin by worker index: a list "
+                         "such as cuda:0,cuda:1, or auto (every visible GPU)")
+    group.addoption("--hparams-threads", dest="hparams_threads", metavar="N", default="auto",
+                    type=_threads_option,
+                    help="torch threads per process: auto (default; cores ÷ xdist workers on "
+                         "the host, torch's default without xdist), N, or off (torch's default)")
     group.addoption("--hparams-json", dest="hparams_json", metavar="PATH", default=None,
                     help="write every trial (hyperparameters, seeds, metrics, history, status, "
                          "machine and commit) to PATH as versioned JSON, updated as trials finish")
@@ -64,22 +82,31 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add_baseline_options(parser)
 
 
+def _threads_option(text: str) -> int | str:
+    try:
+        return parse_threads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "hparams(**space): run the test once per configuration of a hyperparameter space "
         "(lists are grid axes, distributions are sampled; seeds=, samples=, expect=, where=)",
     )
-    spec = config.getoption("hparams_device") or config.getini("hparams_device")
-    try:
-        device = resolve_device(spec)
-    except DeviceUnavailable as exc:
-        raise pytest.UsageError(f"--hparams-device: {exc}") from None
+    placement = place_process(config)
     _max_trials(config)
-    session = HParamsSession(config, device)
+    session = HParamsSession(config, placement.device)
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(_SessionHooks(session), "hparams-session")
     configure_baseline(config, session)
+    if placement.problem:
+        config.pluginmanager.register(WorkerHooks(placement.problem), "hparams-xdist-worker")
+    specs = planned_workers(config)
+    if specs:
+        config.pluginmanager.register(ControllerHooks(specs, session),
+                                      "hparams-xdist-controller")
 
 
 def _max_trials(config: pytest.Config) -> int:
@@ -94,7 +121,9 @@ def _max_trials(config: pytest.Config) -> int:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"hparams: {runtime_description(config.stash[SESSION_KEY].device)}"
+    device = config.stash[SESSION_KEY].device
+    workers = describe_workers(config, device)
+    return f"hparams: {workers or runtime_description(device)}"
 
 
 # --------------------------------------------------------------------------- collection
@@ -317,10 +346,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         return report
     recorder = item_recorder(item)
     error = _failure_message(report) if report.failed else None
+    status = "error"
+    if call.excinfo is not None and is_out_of_memory(call.excinfo.value):
+        status = "oom"
+        item.stash[_OUT_OF_MEMORY] = True
     recorders = [recorder] if item_spec(item) is not None or recorder.result.runs else []
     recorders += recorder.children
     for each in recorders:
-        each.close_active(error)
+        each.close_active(error, status)
         trial = each.result
         trial.outcome = _outcome(report)
         trial.message = _reason(report).removeprefix(f"{item.nodeid}: ")
@@ -329,9 +362,27 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if report.failed and trial.status != "ok":
             report.sections.append((f"hparams {trial.config_id}", trial.reason))
     # Plain data, so that it travels with the report from xdist workers to the controller.
-    report.hparams_trials = [each.result.to_dict() for each in recorders]
+    report.hparams_trials = to_wire(each.result for each in recorders)
     item.stash[_REPORTED] = True
     return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Any:
+    try:
+        return (yield)
+    finally:
+        if item.stash.get(_OUT_OF_MEMORY, False):
+            _release_failed_test()
+
+
+def _release_failed_test() -> None:
+    # pytest keeps the last failure (sys.last_value and friends) for post-mortem debugging;
+    # after an out-of-memory error its traceback holds the tensors that ran out of memory.
+    for name in ("last_exc", "last_type", "last_value", "last_traceback"):
+        if hasattr(sys, name):
+            delattr(sys, name)
+    free_accelerator_memory()
 
 
 class _SessionHooks:
@@ -346,6 +397,9 @@ class _SessionHooks:
             if isinstance(data, Mapping):
                 self.session.add(TrialResult.from_dict(dict(data)))
 
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.session.set_collection_order([item.nodeid for item in session.items])
+
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if not self.session.is_worker:
             self.written = self.session.finish()
@@ -359,7 +413,7 @@ class _SessionHooks:
             if terminalreporter.isatty:
                 width = max(60, min(width, terminalreporter._tw.fullwidth))
             terminalreporter.write_sep("=", "hyperparameter comparison")
-            terminalreporter.write_line(render_tables(hparams.trials.values(), width))
+            terminalreporter.write_line(render_tables(hparams.ordered_trials(), width))
         for path in self.written:
             terminalreporter.write_line(f"hparams: wrote {path}")
 

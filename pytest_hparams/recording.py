@@ -251,11 +251,11 @@ class TrialRecorder:
             recorder.finish()
             self.active = None
 
-    def close_active(self, error: str | None = None) -> None:
-        """Finish a run the test left open; with ``error``, the run is marked as failed."""
+    def close_active(self, error: str | None = None, status: str = "error") -> None:
+        """Finish a run the test left open; with ``error``, the run is marked ``status``."""
         if self.active is not None and not self.active.finished:
             if error is not None:
-                self.active.fail("error", error)
+                self.active.fail(status, error)
             self.active.finish()
         self.active = None
 

@@ -132,7 +132,9 @@ def build_table(test: str, trials: list[TrialResult]) -> Table:
         headers.append("loss")
     if has_target:
         headers += ["epochs\nto target", "seconds\nto target"]
-    headers += ["wall s\nper seed", "status"]
+    devices = sorted({t.device for t in trials if t.device})
+    by_device = len(devices) > 1  # trials spread over devices (xdist workers): say which ran where
+    headers += [*(["device"] if by_device else []), "wall s\nper seed", "status"]
     rows, notes = [], []
     for index, trial in enumerate(trials):
         row = ["*" if index == best else "", *(_short(trial.hparams.get(k)) for k in keys)]
@@ -154,7 +156,8 @@ def build_table(test: str, trials: list[TrialResult]) -> Table:
         if trial.reason and (trial.status != "ok" or trial.outcome != "passed"):
             notes.append(trial.reason)
             status += f" [{len(notes)}]"
-        rows.append([*row, _num(trial.wall_seconds.mean, 2), status])
+        device = [trial.device] if by_device else []
+        rows.append([*row, *device, _num(trial.wall_seconds.mean, 2), status])
     seeds = sorted({len(t.runs) for t in trials})
     seed_text = "/".join(str(s) for s in seeds) or "0"
     plural = "s" if len(trials) != 1 else ""
@@ -163,7 +166,6 @@ def build_table(test: str, trials: list[TrialResult]) -> Table:
         target = next(t.target for t in trials if t.target)
         title += ", target " + ", ".join(
             f"{k} {'<=' if lower_is_better(k) else '>='} {v:g}" for k, v in target.items())
-    devices = sorted({t.device for t in trials if t.device})
     if devices:
         title += f", on {', '.join(devices)}"
     footer = f"* best {metric} (mean over seeds)" if best is not None else ""

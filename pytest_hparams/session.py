@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -11,12 +11,11 @@ from typing import Any
 import pytest
 import torch
 
+from .autosave import Autosave
 from .progress import LiveProgress
 from .report import write_csv, write_markdown
 from .store import RunFile, environment_info, write_run
 from .trial import TrialResult
-
-_WRITE_INTERVAL = 1.0
 
 
 @dataclass(frozen=True)
@@ -46,9 +45,11 @@ class HParamsSession:
         self.outputs = Outputs() if self.is_worker else Outputs.from_config(config)
         self.progress = LiveProgress(config)
         self.trials: dict[str, TrialResult] = {}
+        self.collection_order: dict[str, int] = {}
         self.created = datetime.now(timezone.utc).isoformat()
         self._environment: dict[str, Any] | None = None
-        self._last_write = 0.0
+        self._lock = threading.Lock()  # the autosave writes from a timer thread
+        self._autosave = Autosave(self.write_json)
 
     @property
     def environment(self) -> dict[str, Any]:
@@ -57,27 +58,43 @@ class HParamsSession:
         return self._environment
 
     def add(self, trial: TrialResult) -> None:
-        """Keep a finished trial; the JSON file is rewritten (atomically) at most once a second."""
-        self.trials[trial.nodeid] = trial
-        if self.outputs.json and time.monotonic() - self._last_write >= _WRITE_INTERVAL:
-            self.write_json()
+        """Keep a finished trial. The JSON file is rewritten (atomically) right after, or a
+        moment later when rewriting it would take more than 5 % of the run's time."""
+        with self._lock:
+            self.trials[trial.nodeid] = trial
+        if self.outputs.json:
+            _ = self.environment  # read once here, so that it never delays a rewrite
+            self._autosave.changed()
+
+    def set_collection_order(self, nodeids: list[str]) -> None:
+        """The order pytest collected the items in (xdist workers finish them in any order)."""
+        if not self.collection_order:
+            self.collection_order = {nodeid: index for index, nodeid in enumerate(nodeids)}
+
+    def ordered_trials(self) -> list[TrialResult]:
+        """The trials in collection order, a sweep's rows at their test's place; without a
+        known order, in the order they finished."""
+        with self._lock:
+            trials = list(self.trials.values())
+        position = self.collection_order
+        last = len(position)
+        return sorted(trials, key=lambda t: position.get(t.nodeid, position.get(t.test, last)))
 
     def run_file(self) -> RunFile:
-        return RunFile(list(self.trials.values()), self.created, self.environment,
+        return RunFile(self.ordered_trials(), self.created, self.environment,
                        {"device": str(self.device)})
 
     def write_json(self) -> None:
         if self.outputs.json:
             write_run(self.outputs.json, self.run_file())
-            self._last_write = time.monotonic()
 
     def finish(self) -> list[Path]:
         """Write every output file; return their paths."""
         written = []
         if self.outputs.json:
-            self.write_json()
+            self._autosave.flush()
             written.append(self.outputs.json)
-        trials = list(self.trials.values())
+        trials = self.ordered_trials()
         if self.outputs.csv:
             write_csv(trials, self.outputs.csv)
             written.append(self.outputs.csv)

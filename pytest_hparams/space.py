@@ -95,8 +95,13 @@ class Uniform(Distribution):
     def check(self) -> str | None:
         if not (_is_real(self.low) and _is_real(self.high)):
             return f"bounds must be numbers, got {self.low!r} and {self.high!r}"
-        if not (math.isfinite(self.low) and math.isfinite(self.high)):
-            return f"bounds must be finite, got {self.low!r} and {self.high!r}"
+        try:
+            if not (math.isfinite(self.low) and math.isfinite(self.high)):
+                return f"bounds must be finite, got {self.low!r} and {self.high!r}"
+            if not math.isfinite(float(self.high) - float(self.low)):
+                return f"the interval from {self.low!r} to {self.high!r} is too wide to sample"
+        except OverflowError:
+            return f"bounds must fit in a float, got {self.low!r} and {self.high!r}"
         if self.low > self.high:
             return f"low={self.low!r} is greater than high={self.high!r}"
         return None
@@ -339,6 +344,8 @@ class _Parser:
         fixed: dict[str, Any] = {}
         options: dict[str, Any] = {}
         order: list[str] = []
+        # The limit is known before any axis is read, so that a huge one is never materialised.
+        self.limit = self._positive_int(self.spec, "max_trials", self.max_trials)
         for key, value in self.spec.items():
             if not isinstance(key, str) or not key:
                 raise self.error(str(key), "keys must be non-empty strings")
@@ -363,7 +370,7 @@ class _Parser:
 
         samples = self._samples(options, distributions)
         sample_seed = self._sample_seed(options, distributions)
-        max_trials = self._positive_int(options, "max_trials", self.max_trials)
+        max_trials = self.limit
         space = Space(
             test=self.test,
             grid=grid,
@@ -401,6 +408,13 @@ class _Parser:
             )
 
     def _axis(self, key: str, value: Any) -> tuple[tuple[str, Any], ...]:
+        size = _length(value)
+        if size > self.limit:
+            raise self.error(
+                "max_trials",
+                f"the axis {key!r} alone has {size:,} values, above the limit of "
+                f"{self.limit:,} configurations; shrink it, sample it, or raise max_trials=",
+            )
         if isinstance(value, Mapping):
             items = [(format_value(k), v) for k, v in value.items()]
         else:
@@ -421,6 +435,12 @@ class _Parser:
         return tuple(items)
 
     def _seeds(self, seeds: Any) -> tuple[int, ...]:
+        if (_is_int(seeds) and seeds > self.limit) or (
+            isinstance(seeds, (list, tuple, range)) and _length(seeds) > self.limit
+        ):
+            count = seeds if _is_int(seeds) else _length(seeds)
+            raise self.error("seeds", f"{count:,} seeds train each configuration {count:,} "
+                                      f"times, above the limit of {self.limit:,}; use fewer")
         if _is_int(seeds):
             if seeds < 1:
                 raise self.error("seeds", f"needs at least one seed, got seeds={seeds!r}")
@@ -493,6 +513,15 @@ class _Parser:
 
 def _is_int(x: Any) -> bool:
     return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def _length(values: Any) -> int:
+    """How many values an axis has, without reading them."""
+    if isinstance(values, range):
+        # len() raises OverflowError for a range longer than sys.maxsize.
+        step = values.step
+        return max(0, (values.stop - values.start + step - (1 if step > 0 else -1)) // step)
+    return len(values)
 
 
 def _is_axis(value: Any) -> bool:

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -139,6 +140,9 @@ def parse_run(document: Any, source: Path | None = None) -> RunFile:
     for index, trial in enumerate(trials):
         if not isinstance(trial, dict) or not isinstance(trial.get("nodeid"), str):
             raise ResultsFileError(f"{name}: trial {index} is not a trial record")
+        problem = _trial_problem(trial)
+        if problem:
+            raise ResultsFileError(f"{name}: trial {index} ({trial['nodeid']}): {problem}")
         try:
             parsed.append(TrialResult.from_dict(trial))
         except (TypeError, ValueError, AttributeError) as exc:
@@ -148,3 +152,74 @@ def parse_run(document: Any, source: Path | None = None) -> RunFile:
     environment = document.get("environment")
     return RunFile(parsed, str(document.get("created", "")),
                    environment if isinstance(environment, dict) else {}, extra, source)
+
+
+# --------------------------------------------------------------------------- field types
+# A file is data from anywhere: every field a trial record is built from has its JSON type
+# checked, so that what is read can be summarised and rendered without surprises.
+
+_Check = tuple[Callable[[Any], bool], str]
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> bool:
+    return _integer(value) or isinstance(value, float)
+
+
+def _number_or_null(value: Any) -> bool:
+    return value is None or _number(value)
+
+
+def _integer_or_null(value: Any) -> bool:
+    return value is None or _integer(value)
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _metrics(value: Any) -> bool:
+    return isinstance(value, dict) and all(_number_or_null(v) for v in value.values())
+
+
+def _list_of(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: isinstance(value, list) and all(check(v) for v in value)
+
+
+_TRIAL_FIELDS: dict[str, _Check] = {
+    "test": (_text, "text"), "config_id": (_text, "text"), "outcome": (_text, "text"),
+    "message": (_text, "text"), "device": (_text, "text"), "worker": (_text, "text"),
+    "hparams": (lambda v: isinstance(v, dict), "an object of hyperparameters"),
+    "axes": (_list_of(_text), "a list of names"), "seeds": (_list_of(_integer), "a list of "
+                                                            "integers"),
+    "runs": (_list_of(lambda v: isinstance(v, dict)), "a list of runs"),
+    "target": (_metrics, "an object of metric: number"), "duration": (_number, "a number"),
+    "notes": (_list_of(_text), "a list of text"),
+}
+
+_RUN_FIELDS: dict[str, _Check] = {
+    "seed": (_integer, "an integer"), "status": (_text, "text"), "reason": (_text, "text"),
+    "final": (_metrics, "an object of metric: number"),
+    "best": (_metrics, "an object of metric: number"),
+    "history": (_list_of(_metrics), "a list of objects of metric: number"),
+    "epochs": (_integer, "an integer"), "epochs_to_target": (_integer_or_null, "an integer"),
+    "seconds_to_target": (_number_or_null, "a number"), "wall_seconds": (_number, "a number"),
+    "device": (_text, "text"),
+}
+
+
+def _trial_problem(trial: dict[str, Any]) -> str | None:
+    """What is wrong with a trial record's field types, or None."""
+    for key, (check, kind) in _TRIAL_FIELDS.items():
+        if key in trial and not check(trial[key]):
+            return f"\"{key}\" must be {kind}, got {trial[key]!r:.60}"
+    for index, run in enumerate(trial.get("runs", [])):
+        for key, (check, kind) in _RUN_FIELDS.items():
+            if key in run and not check(run[key]):
+                return f"run {index}: \"{key}\" must be {kind}, got {run[key]!r:.60}"
+        if run.get("epochs_to_target") is not None and run.get("seconds_to_target") is None:
+            return f"run {index}: reached its target but has no \"seconds_to_target\""
+    return None

@@ -76,6 +76,7 @@ def fit(
     test_source = _Source.of(test, "test", device) if test is not None else None
 
     for seed in list(seeds):
+        out_of_memory = False
         try:
             with recorder.run(seed, target=target, stop_at_target=stop_at_target,
                               epochs=config.epochs, device=str(device)) as run:
@@ -87,6 +88,11 @@ def fit(
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
+            out_of_memory = True
+        if out_of_memory:
+            # Out of the except block the traceback, which held the failed run's activations
+            # and optimizer, is gone; dropping the model too lets the cache really be emptied.
+            net = None
             free_accelerator_memory()
     return recorder.result
 
