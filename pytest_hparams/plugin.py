@@ -13,6 +13,8 @@ import torch
 
 from .devices import DeviceUnavailable, resolve_device, runtime_description
 from .errors import SpaceError
+from .groups import add_options, check_vectorize_option, sharing_for
+from .groups import configure as configure_sharing
 from .hparams import HParams
 from .recording import TrialRecorder, recording_into
 from .report import TABLE_WIDTH, render_tables
@@ -58,6 +60,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                   "mps)", default="auto")
     parser.addini("hparams_max_trials", "the most configurations one test may expand to",
                   default=str(DEFAULT_MAX_TRIALS))
+    add_options(group, parser)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -75,6 +78,7 @@ def pytest_configure(config: pytest.Config) -> None:
     session = HParamsSession(config, device)
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(_SessionHooks(session), "hparams-session")
+    configure_sharing(config)
 
 
 def _max_trials(config: pytest.Config) -> int:
@@ -107,6 +111,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         kwargs.update(marker.kwargs)
     try:
         space = parse_space(test, args, kwargs, max_trials=_max_trials(metafunc.config))
+        check_vectorize_option(space)
         configs = space.expand()
         device, skip = _marker_device(space, test)
         params = [pytest.param(ItemSpec(c, space, device), id=c.id,
@@ -230,7 +235,7 @@ def hparams_trial(request: pytest.FixtureRequest) -> TrialRecorder:
 def pytest_runtest_call(item: pytest.Item) -> Any:
     recorder = item_recorder(item)
     progress = item.config.stash[SESSION_KEY].progress
-    with recording_into(recorder):
+    with recording_into(recorder), sharing_for(item, item_spec):
         try:
             outcome = yield
         finally:
