@@ -41,6 +41,8 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "kib": 2**10, "m": 1e6, "mb": 1e6, "mib": 2**20,
           "g": 1e9, "gb": 1e9, "gib": 2**30, "t": 1e12, "tb": 1e12, "tib": 2**40}
 
+_DIST_KEY = "hparams_dist"
+
 _current: ContextVar[Peers | None] = ContextVar("pytest_hparams_peers", default=None)
 
 
@@ -193,8 +195,9 @@ class _Registry:
         self.left_out: dict[tuple[str, int], str] = {}
         self.started: set[str] = set()
         self.failures: dict[str, str] = {}
-        dist = config.getoption("dist", "no") if hasattr(config, "workerinput") else "no"
-        self.dist = str(dist)
+        # xdist resets a worker's --dist to "no": the controller passes the real one along.
+        workerinput = getattr(config, "workerinput", None)
+        self.dist = str(workerinput.get(_DIST_KEY, "load")) if workerinput is not None else "no"
 
 
 _REGISTRY = pytest.StashKey[_Registry]()
@@ -539,6 +542,19 @@ def configure(config: pytest.Config) -> None:
     """Keep the session's registry of shared runs and print, under -v, how each trial trained."""
     config.stash[_REGISTRY] = _Registry(config)
     config.pluginmanager.register(_VectorizeSummary(config), "hparams-vectorize")
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistHooks(config), "hparams-vectorize-xdist")
+
+
+class _XdistHooks:
+    """Tells each xdist worker the --dist mode, so that it knows whether the items of one test
+    all come to it."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput[_DIST_KEY] = str(self.config.getoption("dist", "load"))
 
 
 class _VectorizeSummary:

@@ -103,7 +103,7 @@ class MetricSummary:
             return (self.mean, self.mean)
         from scipy import stats
 
-        half = stats.t.ppf(0.975, self.n - 1) * self.std / math.sqrt(self.n)
+        half = float(stats.t.ppf(0.975, self.n - 1)) * self.std / math.sqrt(self.n)
         return (self.mean - half, self.mean + half)
 
     def as_dict(self) -> dict[str, object]:

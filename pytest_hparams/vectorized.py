@@ -69,7 +69,15 @@ RngState = tuple[Tensor, Tensor | None]
 
 
 class CannotVectorize(Exception):
-    """This call has to train one configuration at a time; the message says why."""
+    """This call has to train one configuration at a time; the message says why.
+
+    ``sticky``: the failure came from running the stack, so the test's other items need not
+    try again.
+    """
+
+    def __init__(self, reason: str, *, sticky: bool = False) -> None:
+        super().__init__(reason)
+        self.sticky = sticky
 
 
 # --------------------------------------------------------------------------- fit's entry
@@ -101,7 +109,7 @@ def fit_vectorized(
     peers = current_peers()
     index = peers.next_call() if peers is not None else 0
     group_allowed = True
-    if peers is not None:
+    if peers is not None and vectorize and peers.vectorize:
         shared = peers.take(index)
         if shared is not None:
             why = shared.call.difference(call) or _hparams_difference(shared.hparams, hparams)
@@ -128,13 +136,17 @@ def fit_vectorized(
     try:
         outcome = group.train()
     except CannotVectorize as exc:
-        if peers is not None:
+        if peers is not None and exc.sticky:
             peers.record_failure(str(exc))
         add_note(result, f"one by one: {exc}")
         return False
     except KeyboardInterrupt:
         group.interrupted_into(result)
         raise
+    except Exception as exc:
+        # Building or probing the model failed: the sequential loop records the error itself.
+        add_note(result, f"one by one: vectorised training raised {describe(exc)}")
+        return False
     if peers is not None:
         for member, reason in outcome.left_out:
             peers.leave_out(member, index, reason)
@@ -414,7 +426,8 @@ class _Group:
             raise
         except Exception as exc:
             if not is_out_of_memory(exc):
-                raise CannotVectorize(f"vectorised training raised {describe(exc)}") from exc
+                raise CannotVectorize(f"vectorised training raised {describe(exc)}",
+                                      sticky=True) from exc
             free_accelerator_memory()
             if len(slots) == 1:
                 raise CannotVectorize("one configuration alone ran out of memory") from exc
