@@ -274,8 +274,8 @@ def _check_expectations(item: pytest.Item, spec: ItemSpec, recorder: TrialRecord
 
 def _failure_message(report: pytest.TestReport) -> str:
     crash = getattr(report.longrepr, "reprcrash", None)
-    if crash is not None:
-        return str(crash.message).strip().splitlines()[0] if crash.message else "failed"
+    if crash is not None and crash.message:
+        return str(crash.message).strip().splitlines()[0].removeprefix("Failed: ")
     text = str(report.longrepr or "").strip()
     return text.splitlines()[-1] if text else "failed"
 
@@ -312,7 +312,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         each.close_active(error)
         trial = each.result
         trial.outcome = _outcome(report)
-        trial.message = _reason(report)
+        trial.message = _reason(report).removeprefix(f"{item.nodeid}: ")
         trial.duration = report.duration
         trial.worker = os.environ.get("PYTEST_XDIST_WORKER", "")
         if report.failed and trial.status != "ok":

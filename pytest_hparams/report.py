@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
-from .metrics import better
+from .metrics import better, lower_is_better
 from .space import format_value
 from .store import atomic_write_text, read_run
 from .trial import TrialResult
@@ -98,9 +99,10 @@ class Table:
     test: str
     headers: list[str]
     rows: list[list[str]]
-    title: str
+    title: str  # what was run: configurations, seeds, target, device
     footer: str
     notes: list[str]
+    hparam_columns: int = 0  # they follow the best-row mark, in columns 1..hparam_columns
 
 
 def _best_index(trials: list[TrialResult], metric: str | None) -> int | None:
@@ -147,7 +149,7 @@ def build_table(test: str, trials: list[TrialResult]) -> Table:
             row.append(f"{_num(trial.epochs_to_target.mean, 1)} ({trial.reached}/{n})")
             row.append(_num(trial.seconds_to_target.mean, 2))
         status = trial.outcome or trial.status
-        if trial.status not in ("ok", status):
+        if trial.runs and trial.status not in ("ok", status):
             status += f", {trial.status}"
         if trial.reason and (trial.status != "ok" or trial.outcome != "passed"):
             notes.append(trial.reason)
@@ -155,32 +157,72 @@ def build_table(test: str, trials: list[TrialResult]) -> Table:
         rows.append([*row, _num(trial.wall_seconds.mean, 2), status])
     seeds = sorted({len(t.runs) for t in trials})
     seed_text = "/".join(str(s) for s in seeds) or "0"
-    title = f"{test}: {len(trials)} configurations × {seed_text} seeds"
+    plural = "s" if len(trials) != 1 else ""
+    title = f"{len(trials)} configuration{plural} × {seed_text} seeds"
     if has_target:
         target = next(t.target for t in trials if t.target)
-        title += ", target " + ", ".join(f"{k} {v:g}" for k, v in target.items())
+        title += ", target " + ", ".join(
+            f"{k} {'<=' if lower_is_better(k) else '>='} {v:g}" for k, v in target.items())
     devices = sorted({t.device for t in trials if t.device})
     if devices:
         title += f", on {', '.join(devices)}"
     footer = f"* best {metric} (mean over seeds)" if best is not None else ""
-    return Table(test, headers, rows, title, footer, notes)
+    return Table(test, headers, rows, title, footer, notes, len(keys))
 
 
 def group_by_test(trials: Iterable[TrialResult]) -> dict[str, list[TrialResult]]:
+    """Trials by test function, for the tests that trained (recorded at least one run)."""
     groups: dict[str, list[TrialResult]] = {}
     for trial in trials:
         groups.setdefault(trial.test or trial.nodeid, []).append(trial)
-    return groups
+    return {test: group for test, group in groups.items() if any(t.runs for t in group)}
 
 
 def render_table(table: Table, width: int = TABLE_WIDTH) -> str:
     """The table as text; the notes under it (why a row failed) are cut to ``width``."""
-    text = tabulate(table.rows, headers=table.headers, tablefmt="simple", disable_numparse=True)
-    parts = [table.title, text]
+    parts = [_truncate(table.test, width), textwrap.fill(table.title, width), _fit(table, width)]
     parts += [_truncate(f"[{i}] {note}", width) for i, note in enumerate(table.notes, 1)]
     if table.footer:
         parts.append(table.footer)
     return "\n".join(parts)
+
+
+def _fit(table: Table, width: int) -> str:
+    """Tabulate within ``width``: cut the widest hyperparameter column while that helps, and
+    with too many hyperparameters for columns, wrap them into one ``configuration`` column."""
+    hparams = range(1, 1 + table.hparam_columns)
+    headers, rows = list(table.headers), [list(row) for row in table.rows]
+    while True:
+        text = _tabulate(headers, rows)
+        overflow = max(len(line) for line in text.splitlines()) - width
+        widths = {c: max(len(cell) for cell in [*headers[c].split("\n"), *(r[c] for r in rows)])
+                  for c in hparams}
+        widest = max(widths, key=widths.__getitem__, default=None)
+        if overflow <= 0 or widest is None:
+            return text
+        if widths[widest] <= 6:
+            break
+        limit = max(6, widths[widest] - overflow)
+        headers[widest] = _truncate(headers[widest], limit)
+        for row in rows:
+            row[widest] = _truncate(row[widest], limit)
+    rest = [0, *range(1 + table.hparam_columns, len(table.headers))]
+    fixed = max(len(line) for line in _tabulate([table.headers[c] for c in rest],
+                                                [[r[c] for c in rest] for r in table.rows])
+                .splitlines())
+    room = max(12, width - fixed - 2)
+    keys = table.headers[1:1 + table.hparam_columns]
+    cells = []
+    for row in table.rows:
+        pairs = " ".join(f"{k}={v}" for k, v in zip(keys, row[1:], strict=False))
+        cells.append("\n".join(textwrap.wrap(pairs, room)))
+    return _tabulate([table.headers[0], "configuration", *table.headers[1 + table.hparam_columns:]],
+                     [[row[0], cell, *row[1 + table.hparam_columns:]]
+                      for row, cell in zip(table.rows, cells, strict=True)])
+
+
+def _tabulate(headers: list[str], rows: list[list[str]]) -> str:
+    return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
 
 
 def _truncate(text: str, width: int) -> str:
@@ -202,7 +244,8 @@ def markdown_tables(trials: Iterable[TrialResult], heading: str = "###") -> str:
         rows = [[cell.replace("|", "\\|") for cell in row] for row in table.rows]
         body = tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
         notes = "".join(f"\n[{i}] {note}" for i, note in enumerate(table.notes, 1))
-        sections.append(f"{heading} {table.title}\n\n{body}\n{notes}\n\n{table.footer}".rstrip())
+        sections.append(f"{heading} {table.test}\n\n{table.title}\n\n{body}\n{notes}\n\n"
+                        f"{table.footer}".rstrip())
     return "\n\n".join(sections) + "\n"
 
 

@@ -181,7 +181,9 @@ def format_value(value: Any) -> str:
     if isinstance(value, numbers.Integral):
         return str(int(value))
     if isinstance(value, numbers.Real):
-        return repr(float(value))
+        value = float(value)
+        short = f"{value:.6g}"  # 1e+06 rather than 1000000.0, when it is exact
+        return short if float(short) == value and len(short) < len(repr(value)) else repr(value)
     if isinstance(value, str):
         return value
     if isinstance(value, (tuple, list)):

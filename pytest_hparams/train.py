@@ -68,7 +68,8 @@ def fit(
     hparams = hparams if hparams is not None else HParams()
     config = TrainSettings.resolve(hparams, settings)
     recorder = current_recorder() or _standalone_recorder(hparams)
-    seeds = list(seeds) if seeds is not None else recorder.seeds
+    if seeds is None:
+        seeds = hparams.seeds if isinstance(hparams, HParams) else recorder.seeds
     if device is None:
         device = recorder.result.device or "cpu"
     device = resolve_device(device)
@@ -85,7 +86,7 @@ def fit(
                       stop_at_target=stop_at_target, loss_fn=loss_fn, settings=settings,
                       vectorize=vectorize):
         return recorder.result
-    for seed in seeds:
+    for seed in list(seeds):
         try:
             with recorder.run(seed, target=target, stop_at_target=stop_at_target,
                               epochs=config.epochs, device=str(device)) as run:
