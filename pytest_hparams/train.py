@@ -81,16 +81,18 @@ def fit(
     test_source = _Source.of(test, "test", device) if test is not None else None
     from .vectorized import fit_vectorized  # it builds on this module
 
-    if fit_vectorized(model, (train, val, test), (train_source, val_source, test_source),
-                      hparams, config, recorder, seeds, device=device, target=target,
-                      stop_at_target=stop_at_target, loss_fn=loss_fn, settings=settings,
-                      vectorize=vectorize):
+    fallback = fit_vectorized(model, (train, val, test), (train_source, val_source, test_source),
+                              hparams, config, recorder, seeds, device=device, target=target,
+                              stop_at_target=stop_at_target, loss_fn=loss_fn, settings=settings,
+                              vectorize=vectorize)
+    if fallback is None:
         return recorder.result
     for seed in list(seeds):
         try:
             with recorder.run(seed, target=target, stop_at_target=stop_at_target,
                               epochs=config.epochs, device=str(device)) as run:
-                net = build_model(model, hparams).to(device)
+                net = fallback.model(seed, lambda: build_model(model, hparams), device)
+                net = net.to(device)
                 _train_one(net, config, run, train_source, val_source, loss_fn, augment, device)
                 if test_source is not None:
                     scores = evaluate(net, test_source, loss_fn)

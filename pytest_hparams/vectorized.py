@@ -83,6 +83,24 @@ class CannotVectorize(Exception):
 # --------------------------------------------------------------------------- fit's entry
 
 
+class Fallback:
+    """``fit`` trains one by one after all: with the models this attempt already built for its
+    seeds (the factory is not called twice for a seed), each with the generator state its
+    build left."""
+
+    def __init__(self, built: Mapping[int, tuple[nn.Module, RngState]] | None = None) -> None:
+        self.built = dict(built or {})
+
+    def model(self, seed: int, build: Callable[[], nn.Module], device: torch.device) -> nn.Module:
+        """The model for ``seed``, right after the sequential loop has seeded everything."""
+        entry = self.built.pop(seed, None)
+        if entry is None:
+            return build()
+        net, state = entry
+        _set_rng_state(device, state)
+        return net
+
+
 def fit_vectorized(
     model: ModelSpec,
     data: tuple[Any, Any, Any],
@@ -98,8 +116,9 @@ def fit_vectorized(
     loss_fn: LossFn | None,
     settings: Mapping[str, Any],
     vectorize: bool,
-) -> bool:
-    """Train (or take from the group's leader) this call's runs; False: train sequentially.
+) -> Fallback | None:
+    """Train (or take from the group's leader) this call's runs; None when they are recorded,
+    else how to train them sequentially.
 
     The reason for training sequentially, or how the runs were trained, is noted on the trial.
     """
@@ -116,14 +135,14 @@ def fit_vectorized(
             if why is None:
                 shared.adopt_into(result)
                 _restore_rng(shared.rng, device)
-                return True
+                return None
             group_allowed = False
             add_note(result, f"vectorised: trained again by itself: {why} from the call that "
                              f"trained its group")
     problem = _call_problem(call, sources, vectorize, peers)
     if problem is not None:
         add_note(result, f"one by one: {problem}")
-        return False
+        return Fallback()
     members: list[Member] = []
     alone = _why_alone(peers, hparams, call) if group_allowed else None
     if peers is not None and group_allowed and alone is None:
@@ -139,14 +158,14 @@ def fit_vectorized(
         if peers is not None and exc.sticky:
             peers.record_failure(str(exc))
         add_note(result, f"one by one: {exc}")
-        return False
+        return Fallback(group.built())
     except KeyboardInterrupt:
         group.interrupted_into(result)
         raise
     except Exception as exc:
         # Building or probing the model failed: the sequential loop records the error itself.
         add_note(result, f"one by one: vectorised training raised {describe(exc)}")
-        return False
+        return Fallback(group.built())
     if peers is not None:
         for member, reason in outcome.left_out:
             peers.leave_out(member, index, reason)
@@ -159,7 +178,7 @@ def fit_vectorized(
         add_note(result, f"vectorised: not with an earlier group: {earlier}")
     outcome.leader.adopt_into(result)
     _restore_rng(outcome.leader.rng, device)
-    return True
+    return None
 
 
 def _call_problem(call: FitCall, sources: tuple[_Source, _Source, _Source | None],
@@ -290,6 +309,16 @@ class _Slot:
     augment: Callable[[Tensor], Tensor] | None
     run: _SharedClockRun | None = None
     final_rng: RngState | None = None
+    trained: dict[str, Tensor] | None = None
+
+    def hand_back(self, device: torch.device) -> None:
+        """Leave the trained values in the module the factory built, as the sequential loop
+        trains that very module."""
+        assert self.trained is not None
+        net = self.net.to(device)
+        with torch.no_grad():
+            for name, value in (*net.named_parameters(), *net.named_buffers()):
+                value.copy_(self.trained[name])
 
 
 class _ReadHParams(HParams):
@@ -356,6 +385,8 @@ class _Group:
         if problem is not None:
             raise CannotVectorize(problem)
         structure = _structure(template)
+        if any(_structure_difference(structure, _structure(s.net)) for s in self.slots[1:]):
+            raise CannotVectorize("the model factory builds a different model for each seed")
         for member in self.candidates:
             reason = self._add_member(member, structure, leader_reads)
             if reason is not None:
@@ -373,6 +404,10 @@ class _Group:
         for seed in self.call.seeds:
             self.slots.append(self._build(0, seed, self.config, tracked))
         return set(getattr(tracked, "read", ()))
+
+    def built(self) -> dict[int, tuple[nn.Module, RngState]]:
+        """The leader's models built so far (untouched: the stack trains copies)."""
+        return {s.seed: (s.net, s.built_rng) for s in self.slots if s.member == 0}
 
     def _add_member(self, member: Member, structure: list[tuple[Any, ...]],
                     leader_reads: set[str]) -> str | None:
@@ -436,6 +471,8 @@ class _Group:
             self._train_chunk(template, slots[half:])
 
     def _outcome(self) -> _Outcome:
+        for slot in self.slots:
+            slot.hand_back(self.call.device)
         configurations = len(self.members)
         runs = len(self.slots)
         text = (f"vectorised: {runs} run{'s' if runs != 1 else ''} "
@@ -851,6 +888,8 @@ class _Chunk:
             slot.run.finish(**{f"test_{k}": v for k, v in scores.items()})
             stream = self.streams[self.stream_of[row]]
             slot.final_rng = stream.state
+            slot.trained = {name: value[row].detach()
+                            for name, value in (*self.params.items(), *self.buffers.items())}
         keep = [row for row in range(len(self.slots)) if row not in set(rows)]
         self.slots = [self.slots[row] for row in keep]
         self.stream_of = [self.stream_of[row] for row in keep]

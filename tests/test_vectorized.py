@@ -196,3 +196,33 @@ def test_memory_sizes(text, size):
 def test_bad_memory_sizes_are_refused(text):
     with pytest.raises(ValueError, match="is not a size"):
         parse_size(text)
+
+
+def test_the_module_the_factory_built_ends_up_trained_as_sequentially():
+    built = {False: [], True: []}
+
+    def recording(vectorize):
+        def build(hparams):
+            built[vectorize].append(factory(hparams))
+            return built[vectorize][-1]
+        return build
+
+    for vectorize in (False, True):
+        _fit({"lr": 3e-3, "dropout": 0.2}, vectorize, model=recording(vectorize), epochs=2)
+    for left, right in zip(built[False], built[True], strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(left.state_dict().values(),
+                                                    right.state_dict().values(), strict=True))
+
+
+def test_falling_back_does_not_build_a_seed_twice():
+    widths = iter([16, 32])
+    calls = []
+
+    def one_width_per_seed():
+        calls.append(1)
+        return MLP(DATA.features, DATA.classes, next(widths))
+
+    result = _fit({"lr": 1e-3}, True, model=one_width_per_seed, epochs=1, test=None)
+    assert result.notes == ["one by one: the model factory builds a different model for "
+                            "each seed"]
+    assert len(calls) == 2 and [run.status for run in result.runs] == ["ok", "ok"]
