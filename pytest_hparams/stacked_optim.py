@@ -38,7 +38,7 @@ class RowSettings:
     def of(cls, settings: TrainSettings) -> RowSettings:
         """The optimiser ``settings.make_optimizer`` builds, as a row."""
         return cls(settings.optimizer, settings.effective_momentum,
-                   settings.effective_weight_decay)
+                   settings.effective_weight_decay, settings.effective_betas)
 
     @property
     def family(self) -> str:

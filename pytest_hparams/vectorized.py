@@ -61,7 +61,7 @@ from .trial import SeedRun
 #: Settings that may differ between the rows of one group.
 BATCHED_SETTINGS = frozenset({"lr", "momentum", "weight_decay", "l1", "schedule", "decay",
                               "step_size", "clip", "label_smoothing", "epochs", "augment",
-                              "optimizer"})
+                              "optimizer", "betas"})
 _DEVICES = ("cpu", "cuda", "mps")
 _OPTIMIZER_STATES = {"sgd": 1, "adam": 2, "rmsprop": 2}
 

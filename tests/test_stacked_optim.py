@@ -5,6 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pytest_hparams import SettingsError
 from pytest_hparams.settings import TrainSettings
 from pytest_hparams.stacked_optim import RowSettings, StackedOptimizer
 
@@ -55,7 +56,7 @@ def _assert_rows_match(stacked: list[torch.Tensor], expected: list[list[torch.Te
     [TrainSettings(optimizer="momentum", lr=0.1), TrainSettings(optimizer="sgd", lr=0.05),
      TrainSettings(optimizer="nesterov", lr=0.1, momentum=0.5, weight_decay=1e-3)],
     [TrainSettings(optimizer="adam"), TrainSettings(optimizer="adam", lr=1e-2, weight_decay=0.1),
-     TrainSettings(optimizer="adamw", lr=3e-3),
+     TrainSettings(optimizer="adamw", lr=3e-3, betas=(0.8, 0.99)),
      TrainSettings(optimizer="adamw", weight_decay=0.3, schedule="step", epochs=3)],
     [TrainSettings(optimizer="rmsprop"),
      TrainSettings(optimizer="rmsprop", lr=1e-2, momentum=0.9, weight_decay=0.01)],
@@ -87,6 +88,7 @@ def _rows(draw):
             momentum=momentum,
             weight_decay=draw(st.sampled_from([None, 0.0, 1e-4, 0.05])),
             schedule=draw(st.sampled_from(["none", "step", "exponential", "cosine"])),
+            betas=draw(st.sampled_from([None, (0.8, 0.99), (0.5, 0.9)])),
             epochs=3,
         ))
     return rows
@@ -130,3 +132,9 @@ def test_rows_that_leave_do_not_change_the_others():
 def test_one_stack_takes_one_family():
     with pytest.raises(ValueError, match="one family"):
         StackedOptimizer([torch.zeros(2, 3)], [RowSettings("sgd"), RowSettings("adam")])
+
+
+@pytest.mark.parametrize("betas", [0.9, (0.9,), (0.9, 1.0), ("a", 0.9)])
+def test_betas_must_be_a_pair_below_one(betas):
+    with pytest.raises(SettingsError, match="hparams key 'betas': must be a pair of numbers"):
+        TrainSettings.resolve({"betas": betas}, {})

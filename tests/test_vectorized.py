@@ -64,11 +64,12 @@ def _metrics(trial):
     {"lr": 1e-3},
     {"lr": 0.1, "optimizer": "nesterov", "weight_decay": 1e-3},
     {"lr": 0.01, "optimizer": "rmsprop", "momentum": 0.5, "dropout": 0.3, "l1": 1e-4},
-    {"lr": 3e-3, "optimizer": "adamw", "label_smoothing": 0.1, "schedule": "cosine"},
+    {"lr": 3e-3, "optimizer": "adamw", "label_smoothing": 0.1, "schedule": "cosine",
+     "betas": (0.8, 0.99)},
     {"lr": 0.05, "optimizer": "sgd", "clip": 0.5, "augment": "noise",
      "schedule": "step", "step_size": 1},
     {"lr": 1e-3, "augment": "rotation", "dropout": 0.5},
-], ids=["adam", "nesterov-l2", "rmsprop-dropout-l1", "adamw-smoothing-cosine",
+], ids=["adam", "nesterov-l2", "rmsprop-dropout-l1", "adamw-smoothing-cosine-betas",
         "sgd-clip-noise-step", "adam-rotation-dropout"])
 def test_vectorised_runs_match_the_sequential_loop(hparams):
     sequential = _fit(hparams, vectorize=False)
