@@ -455,8 +455,8 @@ class _Group:
 
     def _train_chunk(self, template: _Template, slots: list[_Slot]) -> None:
         try:
-            self.chunks += 1
             _Chunk(self, template, slots).train()
+            self.chunks += 1
         except CannotVectorize:
             raise
         except Exception as exc:
@@ -499,8 +499,9 @@ class _Group:
         for slot in self.slots:
             if slot.member != 0 or slot.run is None:
                 continue
-            slot.run.fail("interrupted", "interrupted (KeyboardInterrupt)")
-            slot.run.finish()
+            if not slot.run.finished:
+                slot.run.fail("interrupted", "interrupted (KeyboardInterrupt)")
+                slot.run.finish()
             result.runs.append(slot.run.record)
 
 

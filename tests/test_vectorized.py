@@ -227,3 +227,21 @@ def test_falling_back_does_not_build_a_seed_twice():
     assert result.notes == ["one by one: the model factory builds a different model for "
                             "each seed"]
     assert len(calls) == 2 and [run.status for run in result.runs] == ["ok", "ok"]
+
+
+def test_a_stack_that_runs_out_of_memory_is_split_in_halves(monkeypatch):
+    from pytest_hparams import vectorized
+
+    space = {"lr": [1e-3, 3e-3, 1e-2, 3e-2], "seeds": 1}
+    whole = _sweep(space=space, epochs=1)
+    train = vectorized._Chunk.train
+
+    def greedy(chunk):
+        if len(chunk.slots) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 80 GiB")
+        train(chunk)
+
+    monkeypatch.setattr(vectorized._Chunk, "train", greedy)
+    halves = _sweep(space=space, epochs=1)
+    assert "trained together in 2 chunks" in halves[0].notes[0]
+    assert [_metrics(t) for t in halves] == [_metrics(t) for t in whole]
