@@ -171,6 +171,10 @@ class Peers:
     def record_failure(self, reason: str) -> None:
         """Remember that this test's fit call cannot be vectorised, so no item tries again."""
 
+    def stop_sharing(self, reason: str) -> None:
+        """An item's call was not the one its leader assumed: this test's later items train
+        their own configurations only, rather than groups that would be thrown away."""
+
 
 def current_peers() -> Peers | None:
     return _current.get()
@@ -195,6 +199,7 @@ class _Registry:
         self.left_out: dict[tuple[str, int], str] = {}
         self.started: set[str] = set()
         self.failures: dict[str, str] = {}
+        self.unshared: dict[str, str] = {}
         # xdist resets a worker's --dist to "no": the controller passes the real one along.
         workerinput = getattr(config, "workerinput", None)
         self.dist = str(workerinput.get(_DIST_KEY, "load")) if workerinput is not None else "no"
@@ -224,7 +229,7 @@ class _ItemPeers(Peers):
         if self.registry.dist not in GROUPING_DIST_MODES:
             return (f"pytest-xdist --dist {self.registry.dist} may send the items of one test "
                     f"to different workers; --dist loadscope keeps them together")
-        return None
+        return self.registry.unshared.get(self.test)
 
     def take(self, call: int) -> Shared | None:
         return self.registry.shared.pop((self.item.nodeid, call), None)
@@ -270,6 +275,11 @@ class _ItemPeers(Peers):
 
     def record_failure(self, reason: str) -> None:
         self.registry.failures.setdefault(self.test, reason)
+
+    def stop_sharing(self, reason: str) -> None:
+        self.registry.unshared.setdefault(
+            self.test, f"an earlier item of this test did not call fit as its leader did "
+                       f"({reason})")
 
 
 def _function_id(item: pytest.Item) -> str:

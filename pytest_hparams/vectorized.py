@@ -137,6 +137,7 @@ def fit_vectorized(
                 _restore_rng(shared.rng, device)
                 return None
             group_allowed = False
+            peers.stop_sharing(why)
             add_note(result, f"vectorised: trained again by itself: {why} from the call that "
                              f"trained its group")
     problem = _call_problem(call, sources, vectorize, peers)

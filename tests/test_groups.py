@@ -137,6 +137,27 @@ def test_an_item_whose_call_differs_trains_by_itself(pytester):
             r.final["accuracy"] for r in sequential[nodeid].runs]
 
 
+def test_after_an_item_called_fit_differently_later_items_lead_no_groups(pytester):
+    pytester.makepyfile(test_epochs="""
+        import pytest
+        from pytest_hparams import MLP, digits, fit
+
+        DATA = digits()
+
+        @pytest.mark.hparams(batch_size=[32, 64], lr=[0.05, 0.001])
+        def test_epochs(hparams):
+            fit(lambda hp: MLP(64, 10, 16), DATA.train, DATA.val, hparams,
+                epochs=2 if hparams.lr == 0.05 else 1)
+    """)
+    outcome, trials = _run(pytester)
+    outcome.assert_outcomes(passed=4)
+    notes = _notes(trials)
+    assert "trained again by itself" in notes["test_epochs.py::test_epochs[batch_size=32-lr=0.001]"]
+    later = notes["test_epochs.py::test_epochs[batch_size=64-lr=0.05]"]
+    assert "1 configuration × 1 seed" in later
+    assert "an earlier item of this test did not call fit as its leader did" in later
+
+
 def test_keys_the_leader_cannot_see_used_split_the_group(pytester):
     pytester.makepyfile(test_noise="""
         import pytest, torch
