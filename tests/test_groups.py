@@ -76,6 +76,8 @@ def test_results_do_not_depend_on_the_group(pytester):
     _, plain = _run(pytester)
     _, one = _run(pytester, "-k", "0.01 and 0.3")
     assert list(one) == ["test_grid.py::test_grid[lr=0.01-dropout=0.3]"]
+    assert "2 runs (1 configuration × 2 seeds)" in _notes(one)[
+        "test_grid.py::test_grid[lr=0.01-dropout=0.3]"]  # only what -k selected
     assert _runs(one["test_grid.py::test_grid[lr=0.01-dropout=0.3]"]) == _runs(
         plain["test_grid.py::test_grid[lr=0.01-dropout=0.3]"])
     _, chunked = _run(pytester, "--hparams-vectorize-memory=1", "-v")
@@ -99,6 +101,7 @@ def test_last_failed_reruns_the_failed_configuration_with_the_same_results(pytes
     outcome.assert_outcomes(failed=1)
     nodeid = "test_grid.py::test_grid[lr=0.01-dropout=0.3]"
     assert list(again) == [nodeid]
+    assert "2 runs (1 configuration × 2 seeds)" in _notes(again)[nodeid]
     assert _runs(again[nodeid]) == _runs(first[nodeid])
 
 
