@@ -18,6 +18,9 @@ from .baseline import configure as configure_baseline
 from .devices import DeviceUnavailable, parse_threads, resolve_device, runtime_description
 from .errors import SpaceError
 from .gate import marker_tolerances
+from .groups import add_options as add_sharing_options
+from .groups import check_vectorize_option, sharing_for
+from .groups import configure as configure_sharing
 from .hparams import HParams
 from .recording import TrialRecorder, free_accelerator_memory, is_out_of_memory, recording_into
 from .report import TABLE_WIDTH, render_tables
@@ -79,6 +82,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                   "mps)", default="auto")
     parser.addini("hparams_max_trials", "the most configurations one test may expand to",
                   default=str(DEFAULT_MAX_TRIALS))
+    add_sharing_options(group, parser)
     add_baseline_options(parser)
 
 
@@ -107,6 +111,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if specs:
         config.pluginmanager.register(ControllerHooks(specs, session),
                                       "hparams-xdist-controller")
+    configure_sharing(config)
 
 
 def _max_trials(config: pytest.Config) -> int:
@@ -142,6 +147,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     try:
         space = parse_space(test, args, kwargs, max_trials=_max_trials(metafunc.config))
         marker_tolerances(test, space.options.get("tolerance"))
+        check_vectorize_option(space)
         configs = space.expand()
         device, skip = _marker_device(space, test)
         params = [pytest.param(ItemSpec(c, space, device), id=c.id,
@@ -275,7 +281,7 @@ def hparams_trial(request: pytest.FixtureRequest) -> TrialRecorder:
 def pytest_runtest_call(item: pytest.Item) -> Any:
     recorder = item_recorder(item)
     progress = item.config.stash[SESSION_KEY].progress
-    with recording_into(recorder):
+    with recording_into(recorder), sharing_for(item, item_spec):
         try:
             outcome = yield
         finally:

@@ -36,6 +36,8 @@ class TrainSettings:
     clip        the largest gradient norm, or None
     label_smoothing  for the default cross-entropy loss
     augment     None, "none", an augmentation name from pytest_hparams.data, or a function
+    betas       adam and adamw: (beta1, beta2), default (0.9, 0.999); in a marker, a list of
+                pairs is an axis: betas=[(0.9, 0.999), (0.8, 0.99)]
     """
 
     optimizer: str = "adam"
@@ -51,6 +53,7 @@ class TrainSettings:
     clip: float | None = None
     label_smoothing: float = 0.0
     augment: Any = None
+    betas: tuple[float, float] | None = None
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
@@ -102,6 +105,11 @@ class TrainSettings:
                 raise bad(key, f"must be a number >= 0, got {value!r}")
         if self.clip is not None and not _positive(self.clip):
             raise bad("clip", f"must be a positive number or None, got {self.clip!r}")
+        if self.betas is not None and not (
+            isinstance(self.betas, (tuple, list)) and len(self.betas) == 2
+            and all(_non_negative(b) and b < 1 for b in self.betas)
+        ):
+            raise bad("betas", f"must be a pair of numbers in [0, 1), got {self.betas!r}")
         if self.step_size is not None and not (
             isinstance(self.step_size, numbers.Integral) and self.step_size >= 1
         ):
@@ -120,6 +128,12 @@ class TrainSettings:
         if self.weight_decay is not None:
             return float(self.weight_decay)
         return 0.01 if self.optimizer == "adamw" else 0.0
+
+    @property
+    def effective_betas(self) -> tuple[float, float]:
+        if self.betas is not None:
+            return (float(self.betas[0]), float(self.betas[1]))
+        return (0.9, 0.999)
 
     @property
     def effective_decay(self) -> float:
@@ -147,9 +161,9 @@ class TrainSettings:
             return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=wd,
                                    nesterov=self.optimizer == "nesterov")
         if self.optimizer == "adam":
-            return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+            return torch.optim.Adam(params, lr=lr, weight_decay=wd, betas=self.effective_betas)
         if self.optimizer == "adamw":
-            return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+            return torch.optim.AdamW(params, lr=lr, weight_decay=wd, betas=self.effective_betas)
         return torch.optim.RMSprop(params, lr=lr, momentum=momentum, weight_decay=wd)
 
     def augmentation(self) -> Callable[[torch.Tensor], torch.Tensor] | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from .groups import Member, check_vectorize_option, sweep_peers
 from .hparams import HParams
 from .recording import TrialRecorder, current_recorder, recording_into
 from .space import parse_space
@@ -27,15 +28,21 @@ def sweep(model: ModelSpec, train: Any, val: Any = None, *, space: Mapping[str, 
     parent = current_recorder()
     name = parent.result.nodeid if parent is not None and parent.result.nodeid else "sweep"
     parsed = parse_space(name, (), space)
+    check_vectorize_option(parsed)
+    configs = parsed.expand()
+    # Every row is known up front: the first fit trains the rows it can batch, together.
+    rows = [Member(c.id, c.id, HParams(c.values, seeds=parsed.seeds, id=c.id, axes=c.axes))
+            for c in configs]
+    group = sweep_peers(rows, vectorize=parsed.options.get("vectorize", True))
     results = []
-    for config in parsed.expand():
-        hparams = HParams(config.values, seeds=parsed.seeds, id=config.id, axes=config.axes)
+    for config, row in zip(configs, rows, strict=True):
+        hparams = row.hparams
         if parent is not None:
             recorder = parent.child(config.id, config.values, axes=config.axes,
                                     seeds=parsed.seeds)
         else:
             recorder = TrialRecorder(TrialResult(config_id=config.id, hparams=dict(config.values),
                                                  axes=list(config.axes), seeds=list(parsed.seeds)))
-        with recording_into(recorder):
+        with recording_into(recorder), group.running(row.key):
             results.append(fit(model, train, val, hparams, **fit_kwargs))
     return results

@@ -48,6 +48,7 @@ def fit(
     test: Any = None,
     loss_fn: LossFn | None = None,
     seeds: Sequence[int] | None = None,
+    vectorize: bool = True,
     **settings: Any,
 ) -> TrialResult:
     """Train a classifier once per seed and return the configuration's ``TrialResult``.
@@ -59,6 +60,10 @@ def fit(
     ``target`` (e.g. ``{"accuracy": 0.9}``) records the epochs and seconds to reach it and,
     with ``stop_at_target``, stops there. Metrics: ``accuracy`` and ``loss`` on ``val`` (on
     ``train`` without it), ``train_loss``, ``lr``, and ``test_accuracy``/``test_loss``.
+
+    The seeds (and, inside pytest, the configurations of the test's other items) train
+    together as one vectorised stack where they can (see ``pytest_hparams.vectorized``);
+    ``vectorize=False`` trains them one by one.
     """
     hparams = hparams if hparams is not None else HParams()
     config = TrainSettings.resolve(hparams, settings)
@@ -74,13 +79,21 @@ def fit(
     train_source = _Source.of(train, "train", device)
     val_source = _Source.of(val, "val", device) if val is not None else train_source
     test_source = _Source.of(test, "test", device) if test is not None else None
+    from .vectorized import fit_vectorized  # it builds on this module
 
+    fallback = fit_vectorized(model, (train, val, test), (train_source, val_source, test_source),
+                              hparams, config, recorder, seeds, device=device, target=target,
+                              stop_at_target=stop_at_target, loss_fn=loss_fn, settings=settings,
+                              vectorize=vectorize)
+    if fallback is None:
+        return recorder.result
     for seed in list(seeds):
         out_of_memory = False
         try:
             with recorder.run(seed, target=target, stop_at_target=stop_at_target,
                               epochs=config.epochs, device=str(device)) as run:
-                net = build_model(model, hparams).to(device)
+                net = fallback.model(seed, lambda: build_model(model, hparams), device)
+                net = net.to(device)
                 _train_one(net, config, run, train_source, val_source, loss_fn, augment, device)
                 if test_source is not None:
                     scores = evaluate(net, test_source, loss_fn)
