@@ -124,10 +124,13 @@ def build_table(test: str, trials: list[TrialResult]) -> Table:
     keys = varied_keys(trials)
     has_target = any(t.target for t in trials)
     show_loss = metric != "loss" and any("loss" in t.metric_names for t in trials)
+    held_out = _held_out_metric(trials, metric)
     best = _best_index(trials, metric)
     headers = ["", *keys]
     if metric:
         headers.append(f"{metric}\n(mean ± std)")
+    if held_out:
+        headers.append(f"test\n{metric}")
     if show_loss:
         headers.append("loss")
     if has_target:
@@ -142,6 +145,8 @@ def build_table(test: str, trials: list[TrialResult]) -> Table:
             if summary.n > 1 and not math.isnan(summary.mean):
                 cell += f" ± {_num(summary.std)}"
             row.append(cell)
+        if held_out:
+            row.append(_num(trial.metric(held_out).mean))
         if show_loss:
             row.append(_num(trial.loss))
         if has_target:
@@ -168,6 +173,12 @@ def build_table(test: str, trials: list[TrialResult]) -> Table:
         title += f", on {', '.join(devices)}"
     footer = f"* best {metric} (mean over seeds)" if best is not None else ""
     return Table(test, headers, rows, title, footer, notes, len(keys))
+
+
+def _held_out_metric(trials: list[TrialResult], metric: str | None) -> str | None:
+    """``test_<metric>`` when a run recorded it (``fit(test=...)``): the held-out figure."""
+    name = f"test_{metric}"
+    return name if metric and any(name in t.metric_names for t in trials) else None
 
 
 def group_by_test(trials: Iterable[TrialResult]) -> dict[str, list[TrialResult]]:
