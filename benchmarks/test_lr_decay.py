@@ -8,9 +8,9 @@ Claim: every decaying schedule ends with validation loss at or below 0.15; the c
 keeps bouncing around the minimum and ends higher.
 
 Seen (seeds 0-2, validation loss / accuracy after 15 epochs): constant 0.189 / 0.961; step
-0.5 0.095 / 0.979, step 0.1 0.112 / 0.976, exponential 0.9 0.105 / 0.979, exponential 0.7
-0.101 / 0.979, cosine 0.098 / 0.981. Over seeds 0-8 the constant rate's loss is 0.189-0.223
-and the worst decaying schedule's 0.122.
+0.5 0.095 / 0.979, step 0.1 0.112 / 0.976, exponential 0.9 0.105 / 0.979, cosine 0.098 /
+0.981. Over seeds 0-8 the constant rate's loss is 0.189-0.223 and the worst decaying
+schedule's 0.122.
 """
 
 import pytest
@@ -20,11 +20,11 @@ from pytest_hparams import MLP, fit
 
 #: (schedule, decay) pairs: a constant rate, then each schedule at one or two rates.
 SCHEDULES = {("none", 1.0), ("step", 0.5), ("step", 0.1), ("exponential", 0.9),
-             ("exponential", 0.7), ("cosine", 0.0)}
+             ("cosine", 0.0)}
 
 
 @pytest.mark.hparams(schedule=["none", "step", "exponential", "cosine"],
-                     decay=[1.0, 0.9, 0.7, 0.5, 0.1, 0.0],
+                     decay=[1.0, 0.9, 0.5, 0.1, 0.0],
                      where=lambda hp: (hp.schedule, hp.decay) in SCHEDULES,
                      optimizer="momentum", lr=0.3, batch_size=32, epochs=15, seeds=SEEDS,
                      expect={"loss": "<=0.15"},

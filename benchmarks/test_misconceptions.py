@@ -85,19 +85,19 @@ def test_larger_batches_are_not_always_better(digits_data, hparams_device):
 
 
 def test_learning_rate_and_batch_size_interact(digits_data, hparams_device):
-    """Misconception 5, "hyperparameters can be tuned independently". A 3 × 3 grid of plain
-    SGD's learning rate and batch size, 10 epochs each (no early stop). Claim: what raising the
+    """Misconception 5, "hyperparameters can be tuned independently". A 3 × 2 grid of batch
+    size and plain SGD's learning rate, 10 epochs each (no early stop). Claim: what raising the
     learning rate from 0.1 to 1.0 does depends on the batch size: at batch 16 it does not help,
     at batch 256 it gains more than 10 points of validation accuracy, so the interaction
     contrast (gain at 256 minus gain at 16) exceeds 0.15.
 
-    Found (seeds 0-2, validation accuracy after 10 epochs): the best rate is 0.3 at batch 16
-    and 1.0 at batches 64 and 256; going from 0.1 to 1.0 changes accuracy by -0.085 at batch
-    16 (0.948 → 0.863, one seed of three diverging to 0.67), +0.059 at 64 and +0.220 at 256
-    (0.709 → 0.929): a contrast of 0.305. Seeds 3-5 / 6-8: 0.209 / 0.252.
+    Found (seeds 0-2, validation accuracy after 10 epochs): going from lr 0.1 to 1.0 changes
+    accuracy by -0.085 at batch 16 (0.948 → 0.863, one seed of three falling to 0.67), +0.059
+    at 64 and +0.220 at 256 (0.709 → 0.929): a contrast of 0.305, and the better of the two
+    rates flips from 0.1 to 1.0. Seeds 3-5 / 6-8: contrasts 0.209 / 0.252, the same flip.
     """
     results = by(sweep(lambda: MLP(hidden=64), digits_data.train, digits_data.val,
-                       space={"batch_size": [16, 64, 256], "lr": [0.1, 0.3, 1.0],
+                       space={"batch_size": [16, 64, 256], "lr": [0.1, 1.0],
                               "optimizer": "sgd", "epochs": 10, "seeds": SEEDS},
                        test=digits_data.test, target=TARGET, stop_at_target=False,
                        device=hparams_device), "batch_size", "lr")
@@ -105,9 +105,7 @@ def test_learning_rate_and_batch_size_interact(digits_data, hparams_device):
     def gain(batch: int) -> float:
         return results[batch, 1.0].accuracy - results[batch, 0.1].accuracy
 
-    best_lr = {b: max((0.1, 0.3, 1.0), key=lambda lr, b=b: results[b, lr].accuracy)
-               for b in (16, 64, 256)}
-    print(f"best lr per batch size: {best_lr}; gain 0.1 → 1.0: "
+    print(f"gain from lr 0.1 to 1.0 per batch size: "
           f"{ {b: round(gain(b), 3) for b in (16, 64, 256)} }")
     assert gain(256) >= 0.10, gain(256)
     assert gain(256) - gain(16) >= 0.15, (gain(16), gain(256))

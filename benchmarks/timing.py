@@ -7,6 +7,10 @@ the median and the machine it ran on.
 With ``--results``, the last run's comparison tables (written by the plugin's
 ``--hparams-markdown``) go to that file under a header with the machine and the timings.
 Extra arguments after ``--`` are passed to pytest, e.g. ``-- --hparams-device cuda``.
+
+Wall times on a shared machine say as much about the other processes as about the suite, so
+the script also times a reference epoch before and after the runs (the CPU milliseconds of one
+epoch of the benchmarks' 64-unit MLP): compare that figure between machines and moments.
 """
 
 from __future__ import annotations
@@ -52,6 +56,24 @@ def machine() -> str:
             f"{info.get('python_version', sys.version.split()[0])}, {info.get('system', '')}")
 
 
+def reference_epoch_ms() -> float:
+    """CPU milliseconds per epoch of the 64-unit MLP on the digits (batch 32, Adam, 1 thread)."""
+    import torch
+
+    from pytest_hparams import MLP, digits, fit
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    data = digits()
+    fit(MLP, data.train, data.val, epochs=1)  # the first fit pays for lazy imports
+    start = time.process_time()
+    fit(MLP, data.train, data.val, seeds=[0, 1, 2], epochs=10, optimizer="adam", lr=0.01,
+        batch_size=32)
+    elapsed = time.process_time() - start
+    torch.set_num_threads(threads)
+    return elapsed / 30 * 1000
+
+
 def commit() -> str:
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
@@ -81,7 +103,7 @@ def run_suite(pytest_args: list[str]) -> Run:
         return Run(wall, cpu, summary, tables.read_text(encoding="utf-8"))
 
 
-def results_header(runs: list[Run], description: str, load: str) -> str:
+def results_header(runs: list[Run], description: str, load: str, reference: str) -> str:
     walls = ", ".join(f"{run.wall:.1f}" for run in runs)
     median = statistics.median(run.wall for run in runs)
     return (
@@ -92,9 +114,9 @@ def results_header(runs: list[Run], description: str, load: str) -> str:
         "says what it claims.\n\n"
         f"- Machine: {description}\n"
         f"- Commit: {commit()}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n"
-        f"- Wall time of `pytest benchmarks`, {len(runs)} runs: {walls} s; "
+        f"- Wall time of `pytest benchmarks`, {len(runs)} run{'s' * (len(runs) > 1)}: {walls} s; "
         f"**median {median:.1f} s** (CPU {', '.join(f'{run.cpu:.1f}' for run in runs)} s; "
-        f"load average before the first run {load})\n"
+        f"load average before the first run {load}; reference epoch {reference})\n"
         f"- Outcome: {runs[-1].summary}\n\n"
     )
 
@@ -112,6 +134,8 @@ def main(argv: list[str] | None = None) -> None:
     load = "/".join(f"{value:.1f}" for value in os.getloadavg())
     print(f"machine: {description}")
     print(f"load average (1/5/15 min): {load}")
+    before = reference_epoch_ms()
+    print(f"reference epoch: {before:.1f} ms CPU")
     runs = []
     for index in range(1, args.runs + 1):
         run = run_suite(args.pytest_args)
@@ -119,9 +143,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"run {index}: {run.wall:6.1f} s wall, {run.cpu:6.1f} s CPU   {run.summary}",
               flush=True)
     print(f"median wall time of {len(runs)} runs: {statistics.median(r.wall for r in runs):.1f} s")
+    after = reference_epoch_ms()
+    print(f"reference epoch: {after:.1f} ms CPU")
     if args.results:
-        args.results.write_text(results_header(runs, description, load) + runs[-1].markdown,
-                                encoding="utf-8")
+        reference = f"{before:.1f} ms CPU before the runs, {after:.1f} ms after"
+        args.results.write_text(
+            results_header(runs, description, load, reference) + runs[-1].markdown,
+            encoding="utf-8")
         print(f"wrote {args.results}")
 
 
