@@ -118,13 +118,14 @@ def _best_index(trials: list[TrialResult], metric: str | None) -> int | None:
     return best
 
 
-def build_table(test: str, trials: list[TrialResult]) -> Table:
-    """The comparison table of one test function's configurations."""
+def build_table(test: str, trials: list[TrialResult], *, held_out: bool = True) -> Table:
+    """The comparison table of one test function's configurations; ``held_out=False`` leaves
+    out the test-set column."""
     metric = primary_metric(trials)
     keys = varied_keys(trials)
     has_target = any(t.target for t in trials)
     show_loss = metric != "loss" and any("loss" in t.metric_names for t in trials)
-    held_out = _held_out_metric(trials, metric)
+    held_out = _held_out_metric(trials, metric) if held_out else None
     best = _best_index(trials, metric)
     headers = ["", *keys]
     if metric:
@@ -242,8 +243,17 @@ def _truncate(text: str, width: int) -> str:
 
 def render_tables(trials: Iterable[TrialResult], width: int = TABLE_WIDTH) -> str:
     """Every test's comparison table for the terminal."""
-    return "\n\n".join(render_table(build_table(test, group), width)
+    return "\n\n".join(render_table(_terminal_table(test, group, width), width)
                        for test, group in group_by_test(trials).items())
+
+
+def _terminal_table(test: str, trials: list[TrialResult], width: int) -> Table:
+    """The table with its test-set column where that fits in ``width``; without it where the
+    column would push the table over and make its hyperparameters wrap."""
+    table = build_table(test, trials)
+    if max(len(line) for line in _tabulate(table.headers, table.rows).splitlines()) <= width:
+        return table
+    return build_table(test, trials, held_out=False)
 
 
 def markdown_tables(trials: Iterable[TrialResult], heading: str = "###") -> str:

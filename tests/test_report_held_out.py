@@ -28,3 +28,14 @@ def test_the_test_set_mean_follows_the_ranking_metric():
 def test_no_test_column_without_test_metrics():
     text = render_tables([_trial(0.1, [0.90, 0.92]), _trial(1.0, [0.70, 0.72])])
     assert "test" not in text.splitlines()[2]
+
+
+def test_the_terminal_drops_the_test_column_where_it_would_not_fit():
+    wide = [_trial(lr, [0.90, 0.92], [0.81, 0.83]) for lr in (0.1, 1.0)]
+    for t in wide:
+        t.hparams["schedule"] = f"exponential-{t.hparams['lr']}"
+        t.axes.append("schedule")
+    assert "test" in render_tables(wide, width=200).splitlines()[2]
+    narrow = render_tables(wide, width=70).splitlines()
+    assert "test" not in narrow[2]
+    assert "| test accuracy " in markdown_tables(wide)
