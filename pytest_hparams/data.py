@@ -108,14 +108,22 @@ def _affine(inputs: torch.Tensor, max_degrees: float, max_shift: float) -> torch
     return F.grid_sample(images, grid, align_corners=False).reshape(shape)
 
 
+def _named(name: str, apply: Callable[[torch.Tensor], torch.Tensor]
+           ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``apply`` under ``name``: test ids and tables show an augmentation by its name."""
+    apply.__name__ = apply.__qualname__ = name
+    return apply
+
+
 def rotation(degrees: float = 15.0) -> Callable[[torch.Tensor], torch.Tensor]:
     """Rotate each image by a random angle in ``[-degrees, degrees]``."""
-    return lambda x: _affine(x, degrees, 0.0)
+    return _named(f"rotation({degrees:g})", lambda x: _affine(x, degrees, 0.0))
 
 
 def shift(pixels: float = 1.0) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Translate each image by up to ``pixels`` in each direction."""
-    return lambda x: _affine(x, 0.0, pixels)
+    """Translate each image by a random offset of up to ``pixels`` in each direction
+    (bilinear: fractions of a pixel blur)."""
+    return _named(f"shift({pixels:g})", lambda x: _affine(x, 0.0, pixels))
 
 
 def flip() -> Callable[[torch.Tensor], torch.Tensor]:
@@ -126,12 +134,12 @@ def flip() -> Callable[[torch.Tensor], torch.Tensor]:
         mask = torch.rand(images.shape[0], 1, 1, 1, device=images.device) < 0.5
         return torch.where(mask, images.flip(-1), images).reshape(shape)
 
-    return apply
+    return _named("flip", apply)
 
 
 def noise(std: float = 0.1) -> Callable[[torch.Tensor], torch.Tensor]:
     """Add Gaussian noise of standard deviation ``std``."""
-    return lambda x: x + std * torch.randn_like(x)
+    return _named(f"noise({std:g})", lambda x: x + std * torch.randn_like(x))
 
 
 AUGMENTATIONS: dict[str, Callable[[], Callable[[torch.Tensor], torch.Tensor]]] = {
@@ -143,7 +151,12 @@ AUGMENTATIONS: dict[str, Callable[[], Callable[[torch.Tensor], torch.Tensor]]] =
 
 
 def augmentation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The augmentation called ``name`` (rotation, shift, flip, noise), with its defaults."""
+    """The augmentation called ``name`` (rotation, shift, flip, noise), with its defaults.
+
+    Each draws from torch's global generator, which ``fit`` seeds for every run. For other
+    strengths call a factory of ``pytest_hparams.data`` (``rotation(30)``, ``noise(0.05)``): a
+    grid of those shows them by name, e.g. ``augment=[rotation(15), rotation(30)]``.
+    """
     try:
         return AUGMENTATIONS[name]()
     except KeyError:

@@ -118,16 +118,20 @@ def _best_index(trials: list[TrialResult], metric: str | None) -> int | None:
     return best
 
 
-def build_table(test: str, trials: list[TrialResult]) -> Table:
-    """The comparison table of one test function's configurations."""
+def build_table(test: str, trials: list[TrialResult], *, held_out: bool = True) -> Table:
+    """The comparison table of one test function's configurations; ``held_out=False`` leaves
+    out the test-set column."""
     metric = primary_metric(trials)
     keys = varied_keys(trials)
     has_target = any(t.target for t in trials)
     show_loss = metric != "loss" and any("loss" in t.metric_names for t in trials)
+    held_out = _held_out_metric(trials, metric) if held_out else None
     best = _best_index(trials, metric)
     headers = ["", *keys]
     if metric:
         headers.append(f"{metric}\n(mean ± std)")
+    if held_out:
+        headers.append(f"test\n{metric}")
     if show_loss:
         headers.append("loss")
     if has_target:
@@ -144,6 +148,8 @@ def build_table(test: str, trials: list[TrialResult]) -> Table:
             if summary.n > 1 and not math.isnan(summary.mean):
                 cell += f" ± {_num(summary.std)}"
             row.append(cell)
+        if held_out:
+            row.append(_num(trial.metric(held_out).mean))
         if show_loss:
             row.append(_num(trial.loss))
         if has_target:
@@ -170,6 +176,12 @@ def build_table(test: str, trials: list[TrialResult]) -> Table:
         title += f", on {', '.join(devices)}"
     footer = f"* best {metric} (mean over seeds)" if best is not None else ""
     return Table(test, headers, rows, title, footer, notes, len(keys))
+
+
+def _held_out_metric(trials: list[TrialResult], metric: str | None) -> str | None:
+    """``test_<metric>`` when a run recorded it (``fit(test=...)``): the held-out figure."""
+    name = f"test_{metric}"
+    return name if metric and any(name in t.metric_names for t in trials) else None
 
 
 def group_by_test(trials: Iterable[TrialResult]) -> dict[str, list[TrialResult]]:
@@ -233,8 +245,17 @@ def _truncate(text: str, width: int) -> str:
 
 def render_tables(trials: Iterable[TrialResult], width: int = TABLE_WIDTH) -> str:
     """Every test's comparison table for the terminal."""
-    return "\n\n".join(render_table(build_table(test, group), width)
+    return "\n\n".join(render_table(_terminal_table(test, group, width), width)
                        for test, group in group_by_test(trials).items())
+
+
+def _terminal_table(test: str, trials: list[TrialResult], width: int) -> Table:
+    """The table with its test-set column where that fits in ``width``; without it where the
+    column would push the table over and make its hyperparameters wrap."""
+    table = build_table(test, trials)
+    if max(len(line) for line in _tabulate(table.headers, table.rows).splitlines()) <= width:
+        return table
+    return build_table(test, trials, held_out=False)
 
 
 def markdown_tables(trials: Iterable[TrialResult], heading: str = "###") -> str:
