@@ -1,4 +1,5 @@
-"""Shared test setup: pytester for plugin tests, and hypothesis profiles (``--hypothesis-profile ci``)."""
+"""Shared test setup: pytester for plugin tests, and hypothesis profiles
+(``--hypothesis-profile ci``)."""
 
 import os
 

@@ -12,6 +12,11 @@ time is the whole pytest command: start-up, collection, training and reporting.
     python benchmarks/xdist_speedup.py --workers 4 --repeats 5
     python benchmarks/xdist_speedup.py --modes n0-1,budget   # processes, threads held at 1
 
+Every mode trains the configurations one by one (``--hparams-no-vectorize``): this measures
+how processes share the cores. ``--vectorize`` leaves fit's stacked training on; then ``-n 0``
+trains the grid as stacks while ``-n N`` (xdist's ``--dist load``) spreads single items, so the
+modes no longer train the same way (``benchmarks/vectorized_speed.py`` measures stacking).
+
 Each pytest start costs seconds (torch's import; with xdist, every worker's), so the grid must
 train for a minute or so before the start-up stops hiding the speed-up.
 
@@ -77,8 +82,9 @@ def free_cores(workers: int) -> float:
     return workers * alone / together
 
 
-def _run(folder: Path, args: list[str]) -> float:
+def _run(folder: Path, args: list[str], vectorize: bool) -> float:
     results = folder / "run.json"
+    args = args if vectorize else [*args, "--hparams-no-vectorize"]
     results.unlink(missing_ok=True)
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                "--hparams-no-table", "--hparams-json", str(results), *args, str(folder)]
@@ -103,6 +109,8 @@ def main() -> None:
     parser.add_argument("--modes", default="n0,budget,off,n0-1",
                         help="which of n0, budget, off, n0-1 to run (the speed-ups are over the "
                              "first)")
+    parser.add_argument("--vectorize", action="store_true",
+                        help="keep fit's stacked training on (default: one by one)")
     options = parser.parse_args()
     if options.epochs is None:
         options.epochs = 40 if options.size == "small" else 8
@@ -136,7 +144,7 @@ def main() -> None:
             order = list(modes)
             order = order[repeat % len(order):] + order[:repeat % len(order)]  # spread drift
             for mode in order:
-                times[mode].append(_run(folder, modes[mode]))
+                times[mode].append(_run(folder, modes[mode], options.vectorize))
                 print(f"  repeat {repeat + 1}: {mode:<24} {times[mode][-1]:6.1f} s", flush=True)
     load_after = os.getloadavg()
     capacity_after = free_cores(options.workers)

@@ -42,7 +42,8 @@ def test_table_marks_the_best_ok_row_and_explains_failures_below():
               trial(0.01, [0.8, 0.82], target={"accuracy": 0.5})]
     text = render_tables(trials)
     lines = text.splitlines()
-    assert lines[:2] == ["t.py::test_lr", "3 configurations × 2 seeds, target accuracy >= 0.5, on cpu"]
+    assert lines[:2] == ["t.py::test_lr",
+                         "3 configurations × 2 seeds, target accuracy >= 0.5, on cpu"]
     best = [line for line in lines if line.startswith("* ") and "best" not in line]
     assert len(best) == 1 and "0.1" in best[0] and "0.910 ± 0.014" in best[0]
     assert "failed, diverged [1]" in text
