@@ -8,6 +8,11 @@ With ``--results``, the last run's comparison tables (written by the plugin's
 ``--hparams-markdown``) go to that file under a header with the machine and the timings.
 Extra arguments after ``--`` are passed to pytest, e.g. ``-- --hparams-device cuda``.
 
+``--against`` times a second variant side by side, the two interleaved run by run, and prints
+both medians and their ratio; the suite before and after vectorised training, for example:
+
+    python benchmarks/timing.py --against=--hparams-no-vectorize
+
 Wall times on a shared machine say as much about the other processes as about the suite, so
 the script also times a reference epoch before and after the runs (the CPU milliseconds of one
 epoch of the benchmarks' 64-unit MLP): compare that figure between machines and moments.
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -126,6 +132,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=3, help="how many runs (default 3)")
     parser.add_argument("--results", type=Path, metavar="PATH",
                         help="write the last run's tables as Markdown to PATH")
+    parser.add_argument("--against", metavar="ARGS", default=None,
+                        help="also time the suite with these pytest arguments, interleaved, "
+                             "and print the ratio (e.g. --against=--hparams-no-vectorize)")
     parser.add_argument("pytest_args", nargs="*", help="more pytest arguments (after --)")
     args = parser.parse_args(argv)
     if args.runs < 1:
@@ -136,13 +145,26 @@ def main(argv: list[str] | None = None) -> None:
     print(f"load average (1/5/15 min): {load}")
     before = reference_epoch_ms()
     print(f"reference epoch: {before:.1f} ms CPU")
-    runs = []
+    runs: list[Run] = []
+    other: list[Run] = []
+    other_args = [*args.pytest_args, *shlex.split(args.against)] if args.against else None
     for index in range(1, args.runs + 1):
-        run = run_suite(args.pytest_args)
-        runs.append(run)
-        print(f"run {index}: {run.wall:6.1f} s wall, {run.cpu:6.1f} s CPU   {run.summary}",
-              flush=True)
-    print(f"median wall time of {len(runs)} runs: {statistics.median(r.wall for r in runs):.1f} s")
+        variants = [(runs, args.pytest_args, "")]
+        if other_args is not None:
+            variants.append((other, other_args, f" ({args.against})"))
+            if index % 2 == 0:  # alternate which goes first, so drift does not favour one
+                variants.reverse()
+        for into, pytest_args, label in variants:
+            run = run_suite(pytest_args)
+            into.append(run)
+            print(f"run {index}{label}: {run.wall:6.1f} s wall, {run.cpu:6.1f} s CPU   "
+                  f"{run.summary}", flush=True)
+    median = statistics.median(r.wall for r in runs)
+    print(f"median wall time of {len(runs)} runs: {median:.1f} s")
+    if other:
+        median_other = statistics.median(r.wall for r in other)
+        print(f"median wall time of {len(other)} runs with {args.against}: {median_other:.1f} s"
+              f" ({median_other / median:.2f}x the default's)")
     after = reference_epoch_ms()
     print(f"reference epoch: {after:.1f} ms CPU")
     if args.results:
