@@ -8,15 +8,17 @@ import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from tabulate import tabulate
 
 from .metrics import better, lower_is_better
 from .space import format_value
 from .store import atomic_write_text, read_run
 from .trial import TrialResult
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TABLE_WIDTH = 100
 _FRAME_COLUMNS = ("test", "nodeid", "id", "status", "outcome", "reason", "seeds", "device")
@@ -34,6 +36,8 @@ def results_frame(source: Iterable[TrialResult] | str | os.PathLike[str]) -> pd.
 
     ``source`` is a results JSON file (``--hparams-json``) or trial records.
     """
+    import pandas as pd  # imported here: half a second that every pytest start would pay
+
     rows = []
     for trial in _trials(source):
         row: dict[str, Any] = {"test": trial.test, "nodeid": trial.nodeid, "id": trial.config_id}
