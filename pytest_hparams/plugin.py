@@ -145,18 +145,26 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         args.extend(marker.args)
         kwargs.update(marker.kwargs)
     try:
-        space = parse_space(test, args, kwargs, max_trials=_max_trials(metafunc.config))
-        marker_tolerances(test, space.options.get("tolerance"))
-        check_vectorize_option(space)
-        configs = space.expand()
-        device, skip = _marker_device(space, test)
-        params = [pytest.param(ItemSpec(c, space, device), id=c.id,
-                               marks=_marks(space, c, skip)) for c in configs]
+        params = _params(test, args, kwargs, _max_trials(metafunc.config))
     except SpaceError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        problem = str(exc)
+    else:
+        problem = ""
+    if problem:  # failed outside the except block, so the message is shown once
+        pytest.fail(problem, pytrace=False)
     if PARAM not in metafunc.fixturenames:
         metafunc.fixturenames.append(PARAM)
     metafunc.parametrize(PARAM, params)
+
+
+def _params(test: str, args: list[Any], kwargs: dict[str, Any], max_trials: int) -> list[Any]:
+    """One ``pytest.param`` per configuration of the test's space; SpaceError if it is bad."""
+    space = parse_space(test, args, kwargs, max_trials=max_trials)
+    marker_tolerances(test, space.options.get("tolerance"))
+    check_vectorize_option(space)
+    device, skip = _marker_device(space, test)
+    return [pytest.param(ItemSpec(c, space, device), id=c.id, marks=_marks(space, c, skip))
+            for c in space.expand()]
 
 
 def _marker_device(space: Space, test: str) -> tuple[torch.device | None, str | None]:
