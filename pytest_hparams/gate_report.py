@@ -11,7 +11,6 @@ from tabulate import tabulate
 
 from .gate import Comparison, ConfigComparison, MetricComparison, format_p
 from .report import varied_keys
-from .space import format_value
 from .trial import TrialResult
 
 
@@ -116,8 +115,8 @@ def build_comparison_table(test: str, configs: list[ConfigComparison],
     rows: list[list[str]] = []
     notes: list[str] = []
     for config in configs:
-        label = ([_short(config.trial.hparams.get(k)) for k in keys] if keys
-                 else [_short(config.config_id)])
+        label = ([_clip(config.trial.label(k)) for k in keys] if keys
+                 else [_clip(config.config_id)])
         if not config.metrics:
             empty = ["-"] * (len(headers) - len(label) - 1)
             rows.append([*label, *empty, config.verdict])
@@ -147,8 +146,7 @@ def build_comparison_table(test: str, configs: list[ConfigComparison],
 _LABEL_WIDTH = 24
 
 
-def _short(value: object) -> str:
-    text = f"{value:.4g}" if isinstance(value, float) else format_value(value)
+def _clip(text: str) -> str:
     return text if len(text) <= _LABEL_WIDTH else text[: _LABEL_WIDTH - 1] + "…"
 
 

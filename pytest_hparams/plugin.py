@@ -240,6 +240,7 @@ def item_recorder(item: pytest.Item) -> TrialRecorder:
             result.config_id = spec.config.id
             result.hparams = dict(spec.config.values)
             result.axes = list(spec.config.axes)
+            result.labels = dict(spec.config.labels)
             result.seeds = list(spec.space.seeds)
         else:
             result.seeds = [0]

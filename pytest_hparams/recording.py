@@ -177,13 +177,15 @@ class TrialRecorder:
         self.children: list[TrialRecorder] = []
 
     def child(self, config_id: str, hparams: Mapping[str, Any], *, axes: Iterable[str] = (),
-              seeds: Iterable[int] = (0,)) -> TrialRecorder:
+              seeds: Iterable[int] = (0,), labels: Mapping[str, str] | None = None,
+              ) -> TrialRecorder:
         """A recorder for one configuration of a sweep run inside this test: its own row,
         in a table of its own named after this test."""
         parent = self.result
         result = TrialResult(nodeid=f"{parent.nodeid}::{config_id}", test=parent.nodeid,
                              config_id=config_id, hparams=dict(hparams), axes=list(axes),
-                             seeds=list(seeds), device=parent.device)
+                             labels=dict(labels or {}), seeds=list(seeds),
+                             device=parent.device)
         recorder = TrialRecorder(result, on_epoch=self.on_epoch)
         self.children.append(recorder)
         return recorder

@@ -42,7 +42,8 @@ def results_frame(source: Iterable[TrialResult] | str | os.PathLike[str]) -> pd.
     for trial in _trials(source):
         row: dict[str, Any] = {"test": trial.test, "nodeid": trial.nodeid, "id": trial.config_id}
         for key, value in trial.hparams.items():
-            row[key if key not in _FRAME_COLUMNS else f"hp_{key}"] = _cell_value(value)
+            row[key if key not in _FRAME_COLUMNS else f"hp_{key}"] = (
+                trial.labels[key] if key in trial.labels else _cell_value(value))
         for name, summary in trial.metrics.items():
             row[name] = summary.mean
             row[f"{name}_std"] = summary.std
@@ -83,13 +84,7 @@ def varied_keys(trials: list[TrialResult]) -> list[str]:
         keys.update(dict.fromkeys(trial.axes))
     if len(trials) < 2:
         return list(keys)
-    return [k for k in keys if len({_short(t.hparams.get(k)) for t in trials}) > 1]
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, float) and not isinstance(value, bool):
-        return f"{value:.4g}"
-    return format_value(value)
+    return [k for k in keys if len({t.label(k) for t in trials}) > 1]
 
 
 def _num(value: float, digits: int = 3) -> str:
@@ -145,7 +140,7 @@ def build_table(test: str, trials: list[TrialResult], *, held_out: bool = True) 
     headers += [*(["device"] if by_device else []), "wall s\nper seed", "status"]
     rows, notes = [], []
     for index, trial in enumerate(trials):
-        row = ["*" if index == best else "", *(_short(trial.hparams.get(k)) for k in keys)]
+        row = ["*" if index == best else "", *(trial.label(k) for k in keys)]
         if metric:
             summary = trial.metric(metric)
             cell = _num(summary.mean)

@@ -210,6 +210,7 @@ class Config:
     axes: tuple[str, ...]
     id: str
     index: int
+    labels: Mapping[str, str] = field(default_factory=dict)  # names of named values (dict axes)
 
 
 @dataclass(frozen=True)
@@ -242,6 +243,7 @@ class Space:
         for sample_index, draw in enumerate(draws):
             for point in itertools.product(*self.grid.values()):
                 values: dict[str, Any] = {}
+                labels: dict[str, str] = {}
                 ids: list[str] = []
                 if self.samples is not None:
                     ids.append(f"sample={sample_index}")
@@ -250,6 +252,8 @@ class Space:
                     if key in chosen:
                         value_id, values[key] = chosen[key]
                         ids.append(f"{key}={value_id}")
+                        if value_id != format_value(values[key]):
+                            labels[key] = value_id
                     elif key in draw:
                         values[key] = draw[key]
                         ids.append(f"{key}={self.distributions[key].format(draw[key])}")
@@ -257,7 +261,8 @@ class Space:
                         values[key] = self.fixed[key]
                 if self.where is not None and not self._keep(values):
                     continue
-                configs.append(Config(values, axes, "-".join(ids) or "default", len(configs)))
+                configs.append(Config(values, axes, "-".join(ids) or "default", len(configs),
+                                      labels))
         if not configs:
             raise SpaceError(
                 f"{self.test}: hparams key 'where': the constraint removes every one of the "

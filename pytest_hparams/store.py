@@ -193,10 +193,13 @@ _TRIAL_FIELDS: dict[str, _Check] = {
     "test": (_text, "text"), "config_id": (_text, "text"), "outcome": (_text, "text"),
     "message": (_text, "text"), "device": (_text, "text"), "worker": (_text, "text"),
     "hparams": (lambda v: isinstance(v, dict), "an object of hyperparameters"),
-    "axes": (_list_of(_text), "a list of names"), "seeds": (_list_of(_integer), "a list of "
+    "axes": (_list_of(_text), "a list of names"),
+    "labels": (lambda v: isinstance(v, dict) and all(_text(x) for x in v.values()),
+               "an object of name: text"), "seeds": (_list_of(_integer), "a list of "
                                                             "integers"),
     "runs": (_list_of(lambda v: isinstance(v, dict)), "a list of runs"),
-    "target": (_metrics, "an object of metric: number"), "duration": (_number, "a number"),
+    "target": (lambda v: isinstance(v, dict) and all(_number(x) for x in v.values()),
+               "an object of metric: number"), "duration": (_number, "a number"),
     "notes": (_list_of(_text), "a list of text"),
 }
 

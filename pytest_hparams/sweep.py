@@ -39,10 +39,11 @@ def sweep(model: ModelSpec, train: Any, val: Any = None, *, space: Mapping[str, 
         hparams = row.hparams
         if parent is not None:
             recorder = parent.child(config.id, config.values, axes=config.axes,
-                                    seeds=parsed.seeds)
+                                    seeds=parsed.seeds, labels=config.labels)
         else:
             recorder = TrialRecorder(TrialResult(config_id=config.id, hparams=dict(config.values),
-                                                 axes=list(config.axes), seeds=list(parsed.seeds)))
+                                                 axes=list(config.axes), labels=dict(config.labels),
+                                                 seeds=list(parsed.seeds)))
         with recording_into(recorder), group.running(row.key):
             results.append(fit(model, train, val, hparams, **fit_kwargs))
     return results

@@ -56,6 +56,7 @@ class TrialResult:
     config_id: str = "default"
     hparams: dict[str, Any] = field(default_factory=dict)
     axes: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)  # names of named values, for tables
     seeds: list[int] = field(default_factory=list)
     runs: list[SeedRun] = field(default_factory=list)
     target: dict[str, float] = field(default_factory=dict)
@@ -134,6 +135,15 @@ class TrialResult:
     @property
     def wall_seconds(self) -> MetricSummary:
         return MetricSummary.of(run.wall_seconds for run in self.runs)
+
+    def label(self, key: str) -> str:
+        """How tables show hyperparameter ``key``: its name on a dict axis, else its value."""
+        if key in self.labels:
+            return self.labels[key]
+        value = self.hparams.get(key)
+        if isinstance(value, float) and not isinstance(value, bool):
+            return f"{value:.4g}"
+        return format_value(value)
 
     def best_epoch_value(self, name: str) -> MetricSummary:
         """The best value ``name`` reached in any epoch, over seeds."""

@@ -95,7 +95,8 @@ def _valid_document() -> dict:
                     epochs=1, epochs_to_target=1, seconds_to_target=0.1)
             for seed in (0, 1)]
     trial = TrialResult(nodeid="t.py::test[lr=0.1]", test="t.py::test", config_id="lr=0.1",
-                        hparams={"lr": 0.1}, axes=["lr"], seeds=[0, 1], runs=runs,
+                        hparams={"lr": 0.1}, axes=["lr"], labels={"lr": "tenth"},
+                        seeds=[0, 1], runs=runs,
                         target={"accuracy": 0.75}, outcome="passed", device="cpu")
     return json.loads(RunFile([trial], created="2024-01-01").to_json())
 

@@ -214,6 +214,33 @@ def test_fit(hparams):
     result.stdout.fnmatch_lines(["* best accuracy (mean over seeds)"])
 
 
+def test_a_dict_axis_shows_its_names_in_ids_tables_files_and_comparisons(pytester, example):
+    example(
+        """
+SETUPS = {"fast": ("adam", 0.05), "slow": ("sgd", 0.01)}
+
+@pytest.mark.hparams(setup=SETUPS, seeds=2, epochs=3)
+def test_fit(hparams):
+    optimizer, lr = hparams.setup
+    fit(model, DATA, VAL, hparams, optimizer=optimizer, lr=lr)
+"""
+    )
+    result = pytester.runpytest("--hparams-json=run.json", "--hparams-csv=run.csv",
+                                "--hparams-save=main")
+    result.assert_outcomes(passed=2)
+    rows = [line for line in result.stdout.lines if "passed" in line and "±" in line]
+    assert [row.split()[1 if row.startswith("*") else 0] for row in rows] == ["fast", "slow"]
+    trials = json.loads((pytester.path / "run.json").read_text())["trials"]
+    assert [t["labels"] for t in trials] == [{"setup": "fast"}, {"setup": "slow"}]
+    assert trials[0]["hparams"]["setup"] == ["adam", 0.05]  # the value itself stays data
+    assert "\nfast," not in (pytester.path / "run.csv").read_text()
+    assert [line.split(",")[3] for line in
+            (pytester.path / "run.csv").read_text().splitlines()[1:]] == ["fast", "slow"]
+    compared = pytester.runpytest("--hparams-compare=main", "--hparams-no-table")
+    compared.assert_outcomes(passed=2)
+    compared.stdout.fnmatch_lines(["fast *unchanged*", "slow *unchanged*"])
+
+
 def test_json_csv_and_markdown_files(pytester, example):
     example(
         """
