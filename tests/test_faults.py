@@ -254,6 +254,12 @@ def test_grid(hparams):
 """
 
 
+def _default_sigint() -> None:
+    """A terminal's program reacts to Ctrl-C; one started in the background by a
+    non-interactive shell (as CI may run this suite) inherits SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one-process", "xdist"])
 def test_ctrl_c_to_a_running_pytest_finds_every_finished_trial_already_on_disk(pytester,
                                                                                workers):
@@ -265,6 +271,7 @@ def test_ctrl_c_to_a_running_pytest_finds_every_finished_trial_already_on_disk(p
          *workers],
         cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,  # its own process group, for the Ctrl-C of a terminal
+        preexec_fn=_default_sigint,
     )
     try:
         deadline = time.monotonic() + 120
