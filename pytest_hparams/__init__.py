@@ -16,6 +16,7 @@ from .gate import Comparison, Tolerance, compare_metric, compare_runs, parse_tol
 from .hparams import HParams
 from .metrics import MetricSummary, Threshold, lower_is_better
 from .models import MLP, SmallCNN, initialise
+from .plots import plot_curves
 from .recording import RunRecorder, TrialRecorder, seed_everything
 from .report import markdown_tables, render_tables, results_frame
 from .settings import TrainSettings
@@ -65,6 +66,7 @@ __all__ = [
     "markdown_tables",
     "parse_space",
     "parse_tolerance",
+    "plot_curves",
     "read_run",
     "render_tables",
     "resolve_baseline",

@@ -16,12 +16,13 @@ import torch
 from .baseline import add_options as add_baseline_options
 from .baseline import configure as configure_baseline
 from .devices import DeviceUnavailable, parse_threads, resolve_device, runtime_description
-from .errors import SpaceError
+from .errors import HParamsError, SpaceError
 from .gate import marker_tolerances
 from .groups import add_options as add_sharing_options
 from .groups import check_vectorize_option, sharing_for
 from .groups import configure as configure_sharing
 from .hparams import HParams
+from .plots import check_matplotlib
 from .recording import TrialRecorder, free_accelerator_memory, is_out_of_memory, recording_into
 from .report import TABLE_WIDTH, render_tables
 from .session import SESSION_KEY, HParamsSession
@@ -73,6 +74,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="write one row per configuration to PATH as CSV")
     group.addoption("--hparams-markdown", dest="hparams_markdown", metavar="PATH", default=None,
                     help="write the comparison tables to PATH as Markdown")
+    group.addoption("--hparams-plot", dest="hparams_plot", metavar="DIR", default=None,
+                    help="write each test's learning curves (accuracy and loss per epoch, a line "
+                         "per configuration, mean over seeds) to DIR as PNG; needs matplotlib")
     group.addoption("--hparams-progress", dest="hparams_progress", default="auto",
                     choices=("auto", "on", "off"),
                     help="live epoch progress: auto (interactive terminals, not CI), on, off")
@@ -101,6 +105,11 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     placement = place_process(config)
     _max_trials(config)
+    if config.getoption("hparams_plot") and not hasattr(config, "workerinput"):
+        try:
+            check_matplotlib()
+        except HParamsError as exc:
+            raise pytest.UsageError(f"--hparams-plot: {exc}") from None
     session = HParamsSession(config, placement.device)
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(_SessionHooks(session), "hparams-session")

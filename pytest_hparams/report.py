@@ -24,7 +24,8 @@ TABLE_WIDTH = 100
 _FRAME_COLUMNS = ("test", "nodeid", "id", "status", "outcome", "reason", "seeds", "device")
 
 
-def _trials(source: Iterable[TrialResult] | str | os.PathLike[str]) -> list[TrialResult]:
+def load_trials(source: Iterable[TrialResult] | str | os.PathLike[str]) -> list[TrialResult]:
+    """Trial records, or those of a results file (``--hparams-json``)."""
     if isinstance(source, (str, os.PathLike)):
         return read_run(source).trials
     return list(source)
@@ -39,7 +40,7 @@ def results_frame(source: Iterable[TrialResult] | str | os.PathLike[str]) -> pd.
     import pandas as pd  # imported here: half a second that every pytest start would pay
 
     rows = []
-    for trial in _trials(source):
+    for trial in load_trials(source):
         row: dict[str, Any] = {"test": trial.test, "nodeid": trial.nodeid, "id": trial.config_id}
         for key, value in trial.hparams.items():
             row[key if key not in _FRAME_COLUMNS else f"hp_{key}"] = (

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from .autosave import Autosave
+from .plots import plot_curves
 from .progress import LiveProgress
 from .report import write_csv, write_markdown
 from .store import RunFile, environment_info, write_run
@@ -20,11 +21,13 @@ from .trial import TrialResult
 
 @dataclass(frozen=True)
 class Outputs:
-    """Where the results go: ``--hparams-json``, ``--hparams-csv``, ``--hparams-markdown``."""
+    """Where the results go: ``--hparams-json``, ``--hparams-csv``, ``--hparams-markdown``,
+    ``--hparams-plot``."""
 
     json: Path | None = None
     csv: Path | None = None
     markdown: Path | None = None
+    plots: Path | None = None  # a folder
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Outputs:
@@ -32,7 +35,8 @@ class Outputs:
             value = config.getoption(option)
             return Path(value) if value else None
 
-        return cls(path("hparams_json"), path("hparams_csv"), path("hparams_markdown"))
+        return cls(path("hparams_json"), path("hparams_csv"), path("hparams_markdown"),
+                   path("hparams_plot"))
 
 
 class HParamsSession:
@@ -101,6 +105,8 @@ class HParamsSession:
         if self.outputs.markdown:
             write_markdown(trials, self.outputs.markdown)
             written.append(self.outputs.markdown)
+        if self.outputs.plots:
+            written.extend(plot_curves(trials, self.outputs.plots))
         return written
 
 
