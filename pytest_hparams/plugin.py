@@ -105,7 +105,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     placement = place_process(config)
     _max_trials(config)
-    if config.getoption("hparams_plot") and not hasattr(config, "workerinput"):
+    if config.getoption("hparams_plot") and not hasattr(config, "workerinput"):  # controller
         try:
             check_matplotlib()
         except HParamsError as exc:
@@ -368,14 +368,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         return report
     if item_spec(item) is None and _RECORDER not in item.stash:
         return report
-    recorder = item_recorder(item)
     error = _failure_message(report) if report.failed else None
     status = "error"
     if call.excinfo is not None and is_out_of_memory(call.excinfo.value):
         status = "oom"
         item.stash[_OUT_OF_MEMORY] = True
-    recorders = [recorder] if item_spec(item) is not None or recorder.result.runs else []
-    recorders += recorder.children
+    recorders = item_recorders(item)
     for each in recorders:
         each.close_active(error, status)
         trial = each.result

@@ -6,7 +6,7 @@
     for run in hparams_trial.runs(target={"accuracy": 0.9}):   # seeds torch/numpy/random
         model = make_model()
         for epoch in range(20):
-            ...
+            train_one_epoch(model)
             if run.log_epoch(loss=val_loss, accuracy=acc):     # True: target reached or diverged
                 break
 """
