@@ -28,13 +28,13 @@ from .gate import (
     check_metrics,
     compare_runs,
     compare_trial,
-    marker_tolerances,
     match_trials,
     parse_tolerance,
     recorded_metrics,
     tolerance_option,
 )
 from .gate_report import append_markdown, markdown_comparison, render_comparison
+from .items import item_recorders, item_spec
 from .report import markdown_tables
 from .session import HParamsSession
 from .storage import DEFAULT_STORAGE, check_save_name, resolve_baseline, save_run
@@ -142,12 +142,6 @@ def _read_baseline(config: pytest.Config, spec: str, storage: Path) -> RunFile:
         raise pytest.UsageError(f"{option}: {exc}{hint}") from None
 
 
-def _item_recorders(item: pytest.Item) -> list[Any]:
-    from .plugin import item_recorders
-
-    return item_recorders(item)
-
-
 class _GateHooks:
     """Tolerances onto trials, each item against its baseline, and the session's report."""
 
@@ -179,21 +173,18 @@ class _GateHooks:
     def _mark_tolerances(self, item: pytest.Item) -> dict[str, str | None]:
         """Put the marker's tolerances on the item's trials: saved with them, they gate the
         item, the controller's table and an offline compare alike."""
-        from .plugin import item_spec
-
         spec = item_spec(item)
-        marker = spec.space.options.get("tolerance") if spec is not None else None
-        if marker is None:
+        if spec is None or not spec.marker.tolerance:
             return {}
         tolerances = {metric: (str(rule) if rule is not None else None)
-                      for metric, rule in marker_tolerances(item.nodeid, marker).items()}
-        for recorder in _item_recorders(item):
+                      for metric, rule in spec.marker.tolerance.items()}
+        for recorder in item_recorders(item):
             recorder.result.tolerance = tolerances
         return tolerances
 
     def _check_marker_metrics(self, item: pytest.Item, tolerances: dict[str, str | None]) -> None:
         __tracebackhide__ = True
-        trials = [r.result for r in _item_recorders(item) if r.result.runs]
+        trials = [r.result for r in item_recorders(item) if r.result.runs]
         if not tolerances or not trials:
             return
         known = recorded_metrics(trials)
@@ -207,7 +198,7 @@ class _GateHooks:
         baseline = self.settings.baseline
         assert baseline is not None
         failures = []
-        for recorder in _item_recorders(item):
+        for recorder in item_recorders(item):
             recorder.close_active()
             trial: TrialResult = recorder.result
             before = match_trials(baseline.trials, [trial])[0][0]

@@ -18,7 +18,7 @@ import functools
 import math
 import re
 import types
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,10 +28,9 @@ import pytest
 import torch
 from torch import nn
 
-from .errors import SpaceError
 from .hparams import HParams
+from .items import PARAM, ItemSpec, item_spec, test_name
 from .session import SESSION_KEY
-from .space import Space
 from .trial import SeedRun, TrialResult
 
 #: pytest-xdist modes that keep every item of one test function on one worker.
@@ -206,21 +205,18 @@ class _Registry:
 
 
 _REGISTRY = pytest.StashKey[_Registry]()
-SpecOf = Callable[[pytest.Item], Any]
 
 
 class _ItemPeers(Peers):
     """The items of one test function, as selected in this session or worker."""
 
-    def __init__(self, item: pytest.Item, registry: _Registry, spec_of: SpecOf) -> None:
-        spec = spec_of(item)
-        vectorize = registry.enabled and spec.space.options.get("vectorize", True) is not False
+    def __init__(self, item: pytest.Item, registry: _Registry, spec: ItemSpec) -> None:
+        vectorize = registry.enabled and spec.marker.vectorize
         super().__init__(vectorize=vectorize, budget=registry.budget)
         self.item = item
         self.spec = spec
         self.registry = registry
-        self.spec_of = spec_of
-        self.test = _function_id(item)
+        self.test = test_name(item)
 
     def own_values(self) -> Mapping[str, Any]:
         return self.spec.config.values
@@ -243,22 +239,22 @@ class _ItemPeers(Peers):
                 continue
             if (other.nodeid, call) in self.registry.shared:
                 continue
-            config = self.spec_of(other).config
-            hparams = HParams(config.values, seeds=self.spec.space.seeds, id=config.id,
+            config = item_spec(other).config
+            hparams = HParams(config.values, seeds=self.spec.marker.space.seeds, id=config.id,
                               axes=config.axes)
             found.append(Member(other.nodeid, config.id, hparams))
         return found
 
     def _same_group(self, other: pytest.Item) -> bool:
-        spec = self.spec_of(other)
-        if spec is None or spec.space is not self.spec.space or spec.device != self.spec.device:
+        spec = item_spec(other)
+        if spec is None or spec.marker is not self.spec.marker:
             return False
-        if _function_id(other) != self.test:
+        if test_name(other) != self.test:
             return False
         mine = dict(self.item.callspec.indices)  # type: ignore[attr-defined]
         theirs = dict(other.callspec.indices)  # type: ignore[attr-defined]
         for indices in (mine, theirs):
-            indices.pop("_hparams_config", None)
+            indices.pop(PARAM, None)
         return mine == theirs
 
     def give(self, member: Member, call: int, shared: Shared) -> None:
@@ -282,11 +278,6 @@ class _ItemPeers(Peers):
                        f"({reason})")
 
 
-def _function_id(item: pytest.Item) -> str:
-    parent = item.parent.nodeid if item.parent is not None else ""
-    return f"{parent}::{getattr(item, 'originalname', item.name)}"
-
-
 def _skipped(item: pytest.Item) -> bool:
     """Items that will not call fit: skip marks, true skipif conditions, xfail(run=False)."""
     if item.get_closest_marker("skip") is not None:
@@ -299,14 +290,15 @@ def _skipped(item: pytest.Item) -> bool:
 
 
 @contextlib.contextmanager
-def sharing_for(item: pytest.Item, spec_of: SpecOf) -> Iterator[None]:
+def sharing_for(item: pytest.Item) -> Iterator[None]:
     """While ``item`` runs, ``fit`` shares work with the other items of its test function."""
     registry = item.config.stash.get(_REGISTRY, None)
-    if registry is None or spec_of(item) is None:
+    spec = item_spec(item)
+    if registry is None or spec is None:
         yield
         return
     registry.started.add(item.nodeid)
-    with _peers(_ItemPeers(item, registry, spec_of)):
+    with _peers(_ItemPeers(item, registry, spec)):
         yield
 
 
@@ -538,14 +530,6 @@ def default_budget(device: torch.device) -> int:
         free, _ = torch.cuda.mem_get_info(device)
         return int(free // 2)
     return _CPU_BUDGET
-
-
-def check_vectorize_option(space: Space) -> None:
-    """``vectorize=`` in a marker must be True or False."""
-    value = space.options.get("vectorize", True)
-    if not isinstance(value, bool):
-        raise SpaceError(f"{space.test}: hparams key 'vectorize': must be True or False "
-                         f"(False trains the configurations one by one), got {value!r}")
 
 
 def configure(config: pytest.Config) -> None:

@@ -6,7 +6,6 @@ import argparse
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +14,27 @@ import torch
 
 from .baseline import add_options as add_baseline_options
 from .baseline import configure as configure_baseline
-from .devices import DeviceUnavailable, parse_threads, resolve_device, runtime_description
+from .devices import parse_threads, runtime_description
 from .errors import HParamsError, SpaceError
-from .gate import marker_tolerances
 from .groups import add_options as add_sharing_options
-from .groups import check_vectorize_option, sharing_for
 from .groups import configure as configure_sharing
+from .groups import sharing_for
 from .hparams import HParams
+from .items import (
+    PARAM,
+    ItemSpec,
+    item_device,
+    item_recorder,
+    item_recorders,
+    item_spec,
+    records_trials,
+)
+from .marker import merge_markers, parse_marker
 from .plots import check_matplotlib
 from .recording import TrialRecorder, free_accelerator_memory, is_out_of_memory, recording_into
 from .report import TABLE_WIDTH, render_tables
 from .session import SESSION_KEY, HParamsSession
-from .space import DEFAULT_MAX_TRIALS, Config, Space, parse_space
+from .space import DEFAULT_MAX_TRIALS
 from .trial import TrialResult
 from .workers import (
     ControllerHooks,
@@ -37,19 +45,8 @@ from .workers import (
     to_wire,
 )
 
-PARAM = "_hparams_config"
-_RECORDER = pytest.StashKey[TrialRecorder]()
 _REPORTED = pytest.StashKey[bool]()
 _OUT_OF_MEMORY = pytest.StashKey[bool]()
-
-
-@dataclass(frozen=True)
-class ItemSpec:
-    """What one generated test item trains: its configuration, its space and its device."""
-
-    config: Config
-    space: Space
-    device: torch.device | None
 
 
 # --------------------------------------------------------------------------- options
@@ -148,13 +145,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if not markers:
         return
     test = metafunc.definition.nodeid
-    args: list[Any] = []
-    kwargs: dict[str, Any] = {}
-    for marker in reversed(markers):  # the closest marker wins
-        args.extend(marker.args)
-        kwargs.update(marker.kwargs)
     try:
-        params = _params(test, args, kwargs, _max_trials(metafunc.config))
+        args, kwargs = merge_markers(reversed(markers))
+        marker = parse_marker(test, args, kwargs, max_trials=_max_trials(metafunc.config))
+        params = [pytest.param(ItemSpec(config, marker), id=config.id,
+                               marks=marker.marks_for(config))
+                  for config in marker.space.expand()]
     except SpaceError as exc:
         problem = str(exc)
     else:
@@ -166,108 +162,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize(PARAM, params)
 
 
-def _params(test: str, args: list[Any], kwargs: dict[str, Any], max_trials: int) -> list[Any]:
-    """One ``pytest.param`` per configuration of the test's space; SpaceError if it is bad."""
-    space = parse_space(test, args, kwargs, max_trials=max_trials)
-    marker_tolerances(test, space.options.get("tolerance"))
-    check_vectorize_option(space)
-    device, skip = _marker_device(space, test)
-    return [pytest.param(ItemSpec(c, space, device), id=c.id, marks=_marks(space, c, skip))
-            for c in space.expand()]
-
-
-def _marker_device(space: Space, test: str) -> tuple[torch.device | None, str | None]:
-    spec = space.options.get("device")
-    skip_unavailable = space.options.get("skip_unavailable", False)
-    if not isinstance(skip_unavailable, bool):
-        raise SpaceError(f"{test}: hparams key 'skip_unavailable': must be True or False, "
-                         f"got {skip_unavailable!r}")
-    if spec is None:
-        return None, None
-    try:
-        return resolve_device(spec), None
-    except DeviceUnavailable as exc:
-        if skip_unavailable:
-            return None, str(exc)
-        raise SpaceError(f"{test}: hparams key 'device': {exc} (skip_unavailable=True skips "
-                         f"the test instead)") from None
-
-
-def _marks(space: Space, config: Config, skip: str | None) -> list[Any]:
-    marks: list[Any] = [pytest.mark.skip(reason=skip)] if skip else []
-    for key in ("xfail", "marks"):
-        function = space.options.get(key)
-        if function is None:
-            continue
-        try:
-            result = function(HParams(config.values))
-        except Exception as exc:
-            raise SpaceError(f"{space.test}: hparams key {key!r}: raised {type(exc).__name__}: "
-                             f"{exc} for {config.id}") from exc
-        if key == "xfail":
-            if result:
-                reason = result if isinstance(result, str) else f"declared xfail for {config.id}"
-                marks.append(pytest.mark.xfail(reason=reason))
-        elif result:
-            added = result if isinstance(result, (list, tuple)) else [result]
-            if not all(isinstance(m, (pytest.MarkDecorator, pytest.Mark)) for m in added):
-                raise SpaceError(f"{space.test}: hparams key 'marks': must return pytest marks, "
-                                 f"got {result!r} for {config.id}")
-            marks.extend(added)
-    return marks
-
-
 # --------------------------------------------------------------------------- fixtures
-
-
-def item_spec(item: pytest.Item) -> ItemSpec | None:
-    callspec = getattr(item, "callspec", None)
-    return callspec.params.get(PARAM) if callspec is not None else None
-
-
-def item_device(item: pytest.Item) -> torch.device:
-    spec = item_spec(item)
-    if spec is not None and spec.device is not None:
-        return spec.device
-    return item.config.stash[SESSION_KEY].device
-
-
-def _test_name(item: pytest.Item) -> str:
-    name = getattr(item, "originalname", item.name)
-    parent = item.parent.nodeid if item.parent is not None else ""
-    return f"{parent}::{name}" if parent else name
-
-
-def item_recorder(item: pytest.Item) -> TrialRecorder:
-    """The recorder of ``item``'s trial, made on first use."""
-    recorder = item.stash.get(_RECORDER, None)
-    if recorder is None:
-        spec = item_spec(item)
-        result = TrialResult(nodeid=item.nodeid, test=_test_name(item),
-                             device=str(item_device(item)))
-        if spec is not None:
-            result.config_id = spec.config.id
-            result.hparams = dict(spec.config.values)
-            result.axes = list(spec.config.axes)
-            result.labels = dict(spec.config.labels)
-            result.seeds = list(spec.space.seeds)
-        else:
-            result.seeds = [0]
-        progress = item.config.stash[SESSION_KEY].progress
-        label = spec.config.id if spec is not None else item.name
-        recorder = TrialRecorder(result, on_epoch=lambda run: progress.epoch(label, run))
-        item.stash[_RECORDER] = recorder
-    return recorder
-
-
-def item_recorders(item: pytest.Item) -> list[TrialRecorder]:
-    """The recorders of ``item``'s trials: its own (when it is an hparams item or recorded
-    runs) and one per ``sweep`` configuration; none for a plain test."""
-    if item_spec(item) is None and _RECORDER not in item.stash:
-        return []
-    recorder = item_recorder(item)
-    own = [recorder] if item_spec(item) is not None or recorder.result.runs else []
-    return own + recorder.children
 
 
 @pytest.fixture
@@ -276,7 +171,7 @@ def hparams(request: pytest.FixtureRequest) -> HParams:
     spec = item_spec(request.node)
     if spec is None:
         return HParams()
-    return HParams(spec.config.values, seeds=spec.space.seeds, id=spec.config.id,
+    return HParams(spec.config.values, seeds=spec.marker.space.seeds, id=spec.config.id,
                    axes=spec.config.axes)
 
 
@@ -299,13 +194,13 @@ def hparams_trial(request: pytest.FixtureRequest) -> TrialRecorder:
 def pytest_runtest_call(item: pytest.Item) -> Any:
     recorder = item_recorder(item)
     progress = item.config.stash[SESSION_KEY].progress
-    with recording_into(recorder), sharing_for(item, item_spec):
+    with recording_into(recorder), sharing_for(item):
         try:
             outcome = yield
         finally:
             progress.clear()
     spec = item_spec(item)
-    if spec is not None and spec.space.expect:
+    if spec is not None and spec.marker.space.expect:
         _check_expectations(item, spec, recorder)
     return outcome
 
@@ -318,7 +213,7 @@ def _check_expectations(item: pytest.Item, spec: ItemSpec, recorder: TrialRecord
         pytest.fail(f"{item.nodeid}: expect= needs metrics, but the test recorded no run "
                     f"(call fit() or use the hparams_trial fixture)", pytrace=False)
     problems = []
-    for name, threshold in spec.space.expect.items():
+    for name, threshold in spec.marker.space.expect.items():
         if name not in trial.metric_names:
             problems.append(f"expect names {name!r}, which no run recorded (recorded: "
                             f"{', '.join(trial.metric_names) or 'nothing'})")
@@ -366,7 +261,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     finished = call.when == "call" or (call.when == "setup" and not report.passed)
     if not finished or item.stash.get(_REPORTED, False):
         return report
-    if item_spec(item) is None and _RECORDER not in item.stash:
+    if not records_trials(item):
         return report
     error = _failure_message(report) if report.failed else None
     status = "error"

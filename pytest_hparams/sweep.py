@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .groups import Member, check_vectorize_option, sweep_peers
+from .groups import Member, sweep_peers
 from .hparams import HParams
+from .marker import parse_marker
 from .recording import TrialRecorder, current_recorder, recording_into
-from .space import parse_space
 from .train import ModelSpec, fit
 from .trial import TrialResult
 
@@ -27,13 +27,13 @@ def sweep(model: ModelSpec, train: Any, val: Any = None, *, space: Mapping[str, 
     """
     parent = current_recorder()
     name = parent.result.nodeid if parent is not None and parent.result.nodeid else "sweep"
-    parsed = parse_space(name, (), space)
-    check_vectorize_option(parsed)
+    marker = parse_marker(name, (), space)
+    parsed = marker.space
     configs = parsed.expand()
     # Every row is known up front: the first fit trains the rows it can batch, together.
     rows = [Member(c.id, c.id, HParams(c.values, seeds=parsed.seeds, id=c.id, axes=c.axes))
             for c in configs]
-    group = sweep_peers(rows, vectorize=parsed.options.get("vectorize", True))
+    group = sweep_peers(rows, vectorize=marker.vectorize)
     results = []
     for config, row in zip(configs, rows, strict=True):
         hparams = row.hparams
