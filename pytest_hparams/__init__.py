@@ -1,33 +1,66 @@
 """pytest-hparams: hyperparameter grids as pytest tests, trained over seeds, compared in tables.
 
-Public API; every other module may change.
+Public API; every other module may change. The names load on first use (PEP 562), so that
+loading the pytest plugin, which imports this package, costs nothing until a test needs torch.
 """
 
-from .data import Split, augmentation, breast_cancer, digits
-from .devices import DeviceUnavailable, resolve_device
-from .errors import (
-    CompareExpressionError,
-    HParamsError,
-    ResultsFileError,
-    SettingsError,
-    SpaceError,
-)
-from .gate import Comparison, Tolerance, compare_metric, compare_runs, parse_tolerance
-from .hparams import HParams
-from .metrics import MetricSummary, Threshold, lower_is_better
-from .models import MLP, SmallCNN, initialise
-from .plots import plot_curves
-from .recording import RunRecorder, TrialRecorder, seed_everything
-from .report import markdown_tables, render_tables, results_frame
-from .settings import TrainSettings
-from .space import Space, choice, int_uniform, log_uniform, parse_space, uniform
-from .storage import resolve_baseline, save_run
-from .store import RunFile, read_run, write_run
-from .sweep import sweep
-from .train import evaluate, fit
-from .trial import SeedRun, TrialResult
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+#: Each public name and the module that defines it.
+_SOURCES = {
+    "augmentation": "data",
+    "breast_cancer": "data",
+    "choice": "space",
+    "compare_metric": "gate",
+    "compare_runs": "gate",
+    "CompareExpressionError": "errors",
+    "Comparison": "gate",
+    "DeviceUnavailable": "devices",
+    "digits": "data",
+    "evaluate": "train",
+    "fit": "train",
+    "HParams": "hparams",
+    "HParamsError": "errors",
+    "initialise": "models",
+    "int_uniform": "space",
+    "log_uniform": "space",
+    "lower_is_better": "metrics",
+    "markdown_tables": "report",
+    "MetricSummary": "metrics",
+    "MLP": "models",
+    "parse_space": "space",
+    "parse_tolerance": "gate",
+    "plot_curves": "plots",
+    "read_run": "store",
+    "render_tables": "report",
+    "resolve_baseline": "storage",
+    "resolve_device": "devices",
+    "results_frame": "report",
+    "ResultsFileError": "errors",
+    "RunFile": "store",
+    "RunRecorder": "recording",
+    "save_run": "storage",
+    "seed_everything": "recording",
+    "SeedRun": "trial",
+    "SettingsError": "errors",
+    "SmallCNN": "models",
+    "Space": "space",
+    "SpaceError": "errors",
+    "Split": "data",
+    "sweep": "sweep",
+    "Threshold": "metrics",
+    "Tolerance": "gate",
+    "TrainSettings": "settings",
+    "TrialRecorder": "recording",
+    "TrialResult": "trial",
+    "uniform": "space",
+    "write_run": "store",
+}
 
 __all__ = [
     "MLP",
@@ -78,3 +111,41 @@ __all__ = [
     "uniform",
     "write_run",
 ]
+
+if TYPE_CHECKING:
+    from .data import Split, augmentation, breast_cancer, digits
+    from .devices import DeviceUnavailable, resolve_device
+    from .errors import (
+        CompareExpressionError,
+        HParamsError,
+        ResultsFileError,
+        SettingsError,
+        SpaceError,
+    )
+    from .gate import Comparison, Tolerance, compare_metric, compare_runs, parse_tolerance
+    from .hparams import HParams
+    from .metrics import MetricSummary, Threshold, lower_is_better
+    from .models import MLP, SmallCNN, initialise
+    from .plots import plot_curves
+    from .recording import RunRecorder, TrialRecorder, seed_everything
+    from .report import markdown_tables, render_tables, results_frame
+    from .settings import TrainSettings
+    from .space import Space, choice, int_uniform, log_uniform, parse_space, uniform
+    from .storage import resolve_baseline, save_run
+    from .store import RunFile, read_run, write_run
+    from .sweep import sweep
+    from .train import evaluate, fit
+    from .trial import SeedRun, TrialResult
+
+
+def __getattr__(name: str) -> Any:
+    module = _SOURCES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pytest_hparams' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import re
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import HParamsError
+
+if TYPE_CHECKING:
+    import torch
 
 _SPEC = re.compile(r"^(auto|cpu|mps|cuda)(:(\d+))?$")
 
@@ -17,12 +19,16 @@ class DeviceUnavailable(HParamsError):
 
 
 def _mps_available() -> bool:
+    import torch
+
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())
 
 
 def auto_device() -> torch.device:
     """cuda if available, else mps, else cpu."""
+    import torch
+
     if torch.cuda.is_available():
         return torch.device("cuda")
     if _mps_available():
@@ -35,6 +41,8 @@ def resolve_device(spec: str | torch.device) -> torch.device:
 
     Raises DeviceUnavailable with the reason when it cannot be used here.
     """
+    import torch
+
     if isinstance(spec, torch.device):
         spec = str(spec)
     text = str(spec).strip().lower()
@@ -70,6 +78,8 @@ def resolve_device(spec: str | torch.device) -> torch.device:
 
 def runtime_description(device: torch.device) -> str:
     """One line for the report header: device, torch version, thread count."""
+    import torch
+
     name = str(device)
     if device.type == "cuda":
         name += f" ({torch.cuda.get_device_name(device)})"
@@ -85,6 +95,8 @@ def parse_devices(spec: str) -> list[torch.device]:
 
     Raises DeviceUnavailable naming the entry that cannot be used here.
     """
+    import torch
+
     text = str(spec).strip()
     if text.lower() == "auto":
         if torch.cuda.is_available() and torch.cuda.device_count() > 0:

@@ -98,3 +98,13 @@ def item_recorders(item: pytest.Item) -> list[TrialRecorder]:
     recorder = item_recorder(item)
     own = [recorder] if item_spec(item) is not None or recorder.result.runs else []
     return own + recorder.children
+
+
+#: The plugin's fixtures: a test that requests one uses the plugin.
+FIXTURES = ("hparams", "hparams_device", "hparams_trial")
+
+
+def uses_plugin(item: pytest.Item) -> bool:
+    """Whether ``item`` is an hparams item, recorded runs, or requests one of the fixtures."""
+    names = getattr(item, "fixturenames", ())
+    return records_trials(item) or any(name in names for name in FIXTURES)

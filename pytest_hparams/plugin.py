@@ -7,14 +7,13 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-import torch
 
 from .baseline import add_options as add_baseline_options
 from .baseline import configure as configure_baseline
-from .devices import parse_threads, runtime_description
+from .devices import parse_threads
 from .errors import HParamsError, SpaceError
 from .groups import add_options as add_sharing_options
 from .groups import configure as configure_sharing
@@ -28,22 +27,20 @@ from .items import (
     item_recorders,
     item_spec,
     records_trials,
+    uses_plugin,
 )
 from .marker import merge_markers, parse_marker
+from .placement import check_options, describe, device_chosen
 from .plots import check_matplotlib
 from .recording import TrialRecorder, free_accelerator_memory, is_out_of_memory, recording_into
 from .report import TABLE_WIDTH, render_tables
 from .session import SESSION_KEY, HParamsSession
 from .space import DEFAULT_MAX_TRIALS
 from .trial import TrialResult
-from .workers import (
-    ControllerHooks,
-    WorkerHooks,
-    describe_workers,
-    place_process,
-    planned_workers,
-    to_wire,
-)
+from .xdist import ControllerHooks, is_worker, planned_workers, to_wire
+
+if TYPE_CHECKING:
+    import torch
 
 _REPORTED = pytest.StashKey[bool]()
 _OUT_OF_MEMORY = pytest.StashKey[bool]()
@@ -100,23 +97,24 @@ def pytest_configure(config: pytest.Config) -> None:
         "hparams(**space): run the test once per configuration of a hyperparameter space "
         "(lists are grid axes, distributions are sampled; seeds=, samples=, expect=, where=)",
     )
-    placement = place_process(config)
+    check_options(config)
     _max_trials(config)
-    if config.getoption("hparams_plot") and not hasattr(config, "workerinput"):  # controller
+    if config.getoption("hparams_plot") and not is_worker(config):
         try:
             check_matplotlib()
         except HParamsError as exc:
             raise pytest.UsageError(f"--hparams-plot: {exc}") from None
-    session = HParamsSession(config, placement.device)
+    session = HParamsSession(config)
     config.stash[SESSION_KEY] = session
+    if device_chosen(config) or "torch" in sys.modules:
+        session.place()  # a named device is checked at start-up; torch is loaded anyway
     config.pluginmanager.register(_SessionHooks(session), "hparams-session")
     configure_baseline(config, session)
-    if placement.problem:
-        config.pluginmanager.register(WorkerHooks(placement.problem), "hparams-xdist-worker")
     specs = planned_workers(config)
     if specs:
-        config.pluginmanager.register(ControllerHooks(specs, session),
-                                      "hparams-xdist-controller")
+        config.pluginmanager.register(
+            ControllerHooks(config, specs, session.set_collection_order),
+            "hparams-xdist-controller")
     configure_sharing(config)
 
 
@@ -132,9 +130,9 @@ def _max_trials(config: pytest.Config) -> int:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    device = config.stash[SESSION_KEY].device
-    workers = describe_workers(config, device)
-    return f"hparams: {workers or runtime_description(device)}"
+    session = config.stash[SESSION_KEY]
+    placed = session.placement.device if session.placement is not None else None
+    return f"hparams: {describe(config, placed)}"
 
 
 # --------------------------------------------------------------------------- collection
@@ -188,6 +186,16 @@ def hparams_trial(request: pytest.FixtureRequest) -> TrialRecorder:
 
 
 # --------------------------------------------------------------------------- running
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Choose the device and torch threads before the first test that may train: one that uses
+    the plugin, or any test once torch is loaded (its threads then follow the budget too)."""
+    if uses_plugin(item) or "torch" in sys.modules:
+        problem = item.config.stash[SESSION_KEY].place().problem
+        if problem:
+            pytest.fail(problem, pytrace=False)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -6,17 +6,21 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-import torch
 
 from .autosave import Autosave
+from .placement import Placement, place_process
 from .plots import plot_curves
 from .progress import LiveProgress
 from .report import write_csv, write_markdown
 from .store import RunFile, environment_info, write_run
 from .trial import TrialResult
+from .xdist import is_worker
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -42,10 +46,10 @@ class Outputs:
 class HParamsSession:
     """Trial records of this run, in the order they finished; kept in ``config.stash``."""
 
-    def __init__(self, config: pytest.Config, device: torch.device) -> None:
+    def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self.device = device
-        self.is_worker = hasattr(config, "workerinput")
+        self.placement: Placement | None = None
+        self.is_worker = is_worker(config)
         self.outputs = Outputs() if self.is_worker else Outputs.from_config(config)
         self.progress = LiveProgress(config)
         self.trials: dict[str, TrialResult] = {}
@@ -54,6 +58,16 @@ class HParamsSession:
         self._environment: dict[str, Any] | None = None
         self._lock = threading.Lock()  # the autosave writes from a timer thread
         self._autosave = Autosave(self.write_json)
+
+    def place(self) -> Placement:
+        """This process's device and torch threads, chosen on first use (this imports torch)."""
+        if self.placement is None:
+            self.placement = place_process(self.config)
+        return self.placement
+
+    @property
+    def device(self) -> torch.device:
+        return self.place().device
 
     @property
     def environment(self) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from pytest_hparams.devices import (
     torch_threads,
     worker_index,
 )
-from pytest_hparams.workers import HOST_WORKERS, ControllerHooks, host_of, to_wire
+from pytest_hparams.xdist import HOST_WORKERS, ControllerHooks, host_of, to_wire
 
 
 @pytest.fixture
@@ -101,9 +101,9 @@ class _Node:
         self.workerinput: dict = {}
 
 
-def test_each_worker_learns_how_many_workers_share_its_host():
+def test_each_worker_learns_how_many_workers_share_its_host(pytestconfig):
     specs = ["popen", "popen", "ssh=a", "ssh=a", "ssh=a", "ssh=b"]
-    hooks = ControllerHooks(specs, session=None)  # type: ignore[arg-type]
+    hooks = ControllerHooks(pytestconfig, specs, on_collection=lambda ids: None)
     counts = []
     for spec in specs:
         node = _Node(f"execmodel=main_thread_only//{spec}")
