@@ -8,8 +8,12 @@ none of them needs to import another.
 
 from __future__ import annotations
 
+import difflib
+import inspect
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -108,3 +112,48 @@ def uses_plugin(item: pytest.Item) -> bool:
     """Whether ``item`` is an hparams item, recorded runs, or requests one of the fixtures."""
     names = getattr(item, "fixturenames", ())
     return records_trials(item) or any(name in names for name in FIXTURES)
+
+
+def misspelt_marker(names: Iterable[str], registered: Iterable[str]) -> str | None:
+    """The first unregistered marker name that looks like a misspelt ``hparams`` (``hparam``)."""
+    known = set(registered)
+    for name in names:
+        close = difflib.get_close_matches(name, ["hparams"], n=1, cutoff=0.75)
+        if close and name != "hparams" and name not in known:
+            return name
+    return None
+
+
+def shadowing(item: pytest.Item, plugin: ModuleType) -> str | None:
+    """What is wrong when an hparams item would get, under one of the plugin's fixture names, a
+    fixture that is not the plugin's and does not build on it (``def hparams(hparams)``)."""
+    if item_spec(item) is None:
+        return None
+    # pytest resolves each name to a chain of definitions, the closest (the one used) last.
+    chains = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    for name in FIXTURES:
+        chain = chains.get(name, ())
+        ours = getattr(plugin, name)
+        if not chain or chain[-1].func in (ours, getattr(ours, "__wrapped__", ours)):
+            continue
+        used = chain[-1]
+        if name in used.argnames:  # extends the plugin's (or another override that does)
+            continue
+        return (f"{item.nodeid}: the fixture {name!r} defined at {_where(used.func)} hides "
+                f"pytest-hparams' fixture {name!r} ({_where(ours)}), so this test would not get "
+                f"the configuration its id names; rename your fixture, or take the plugin's as "
+                f"an argument of yours (def {name}({name}): ...)")
+    return None
+
+
+def _where(function: Any) -> str:
+    function = getattr(function, "__wrapped__", function)
+    try:
+        return f"{inspect.getsourcefile(function)}:{inspect.getsourcelines(function)[1]}"
+    except (OSError, TypeError):
+        return getattr(function, "__qualname__", repr(function))
+
+
+def registered_markers(config: pytest.Config) -> set[str]:
+    """The names of the markers declared in the ini file or by plugins."""
+    return {line.split(":")[0].split("(")[0].strip() for line in config.getini("markers")}

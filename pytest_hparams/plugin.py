@@ -26,7 +26,10 @@ from .items import (
     item_recorder,
     item_recorders,
     item_spec,
+    misspelt_marker,
     records_trials,
+    registered_markers,
+    shadowing,
     uses_plugin,
 )
 from .marker import merge_markers, parse_marker
@@ -140,9 +143,14 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     markers = list(metafunc.definition.iter_markers("hparams"))
-    if not markers:
-        return
     test = metafunc.definition.nodeid
+    if not markers:
+        misspelt = misspelt_marker((mark.name for mark in metafunc.definition.iter_markers()),
+                                   registered_markers(metafunc.config))
+        if misspelt:
+            pytest.fail(f"{test}: unknown marker @pytest.mark.{misspelt}: did you mean "
+                        f"@pytest.mark.hparams?", pytrace=False)
+        return
     try:
         args, kwargs = merge_markers(reversed(markers))
         marker = parse_marker(test, args, kwargs, max_trials=_max_trials(metafunc.config))
@@ -168,7 +176,10 @@ def hparams(request: pytest.FixtureRequest) -> HParams:
     """This configuration's hyperparameters: ``hparams.lr``, ``hparams["lr"]``, ``.seeds``."""
     spec = item_spec(request.node)
     if spec is None:
-        return HParams()
+        pytest.fail(f"{request.node.nodeid} requests the fixture 'hparams' but no "
+                    f"@pytest.mark.hparams marker applies to it (on the test, its class or its "
+                    f"module): add one, e.g. @pytest.mark.hparams(lr=[0.01, 0.1])",
+                    pytrace=False)
     return HParams(spec.config.values, seeds=spec.marker.space.seeds, id=spec.config.id,
                    axes=spec.config.axes)
 
@@ -190,12 +201,15 @@ def hparams_trial(request: pytest.FixtureRequest) -> TrialRecorder:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Choose the device and torch threads before the first test that may train: one that uses
-    the plugin, or any test once torch is loaded (its threads then follow the budget too)."""
-    if uses_plugin(item) or "torch" in sys.modules:
+    """Refuse a user's fixture that hides one of the plugin's from an hparams test (its rows
+    would be labelled with configurations they did not train with); choose the device and torch
+    threads before the first test that may train: one that uses the plugin, or any test once
+    torch is loaded (its threads then follow the budget too)."""
+    problem = shadowing(item, sys.modules[__name__])
+    if not problem and (uses_plugin(item) or "torch" in sys.modules):
         problem = item.config.stash[SESSION_KEY].place().problem
-        if problem:
-            pytest.fail(problem, pytrace=False)
+    if problem:
+        pytest.fail(problem, pytrace=False)
 
 
 @pytest.hookimpl(wrapper=True)
