@@ -77,7 +77,7 @@ def item_recorder(item: pytest.Item) -> TrialRecorder:
         if spec is not None:
             result.config_id = spec.config.id
             result.hparams = dict(spec.config.values)
-            result.axes = list(spec.config.axes)
+            result.axes = list(spec.marker.varied_axes)
             result.labels = dict(spec.config.labels)
             result.seeds = list(spec.marker.space.seeds)
         else:

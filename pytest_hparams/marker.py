@@ -42,6 +42,17 @@ class MarkerSpec:
     def max_trials(self) -> int:
         return self.space.max_trials
 
+    @property
+    def varied_axes(self) -> tuple[str, ...]:
+        """The axes that take more than one value in the space (every axis when none does):
+        the table's columns, whichever of the configurations a run selects (``-k``, ``--lf``)."""
+        space = self.space
+        varied = tuple(key for key in space.order
+                       if len(space.grid.get(key, ())) > 1
+                       or (key in space.distributions and (space.samples or 1) > 1))
+        return varied or tuple(k for k in space.order
+                               if k in space.grid or k in space.distributions)
+
     def marks_for(self, config: Config) -> list[Any]:
         """The pytest marks of one configuration: skip, ``xfail=`` and ``marks=``."""
         import pytest

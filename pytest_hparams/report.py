@@ -79,13 +79,12 @@ def primary_metric(trials: list[TrialResult]) -> str | None:
 
 
 def varied_keys(trials: list[TrialResult]) -> list[str]:
-    """The hyperparameters whose values differ between the rows (all axes for one row)."""
+    """The hyperparameters that vary over the test's space: the axes its trials recorded, so
+    that a run of a few rows (``-k``, ``--lf``) keeps the columns of the whole grid."""
     keys: dict[str, None] = {}
     for trial in trials:
         keys.update(dict.fromkeys(trial.axes))
-    if len(trials) < 2:
-        return list(keys)
-    return [k for k in keys if len({t.label(k) for t in trials}) > 1]
+    return list(keys)
 
 
 def _num(value: float, digits: int = 3) -> str:

@@ -188,7 +188,9 @@ def format_value(value: Any) -> str:
     if isinstance(value, numbers.Real):
         value = float(value)
         short = f"{value:.6g}"  # 1e+06 rather than 1000000.0, when it is exact
-        return short if float(short) == value and len(short) < len(repr(value)) else repr(value)
+        text = short if float(short) == value and len(short) < len(repr(value)) else repr(value)
+        # A float reads as one (lr=1.0, not lr=1), so that -k 1.0 selects it.
+        return text if any(c in text for c in ".enia") else f"{text}.0"
     if isinstance(value, str):
         return value
     if isinstance(value, (tuple, list)):

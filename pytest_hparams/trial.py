@@ -141,8 +141,9 @@ class TrialResult:
         if key in self.labels:
             return self.labels[key]
         value = self.hparams.get(key)
-        if isinstance(value, float) and not isinstance(value, bool):
-            return f"{value:.4g}"
+        if isinstance(value, float):
+            text = f"{value:.4g}"
+            return text if any(c in text for c in ".enia") else f"{text}.0"  # as in the ids
         return format_value(value)
 
     def best_epoch_value(self, name: str) -> MetricSummary:

@@ -47,7 +47,7 @@ def test_a_space_without_axes_has_one_configuration_called_default():
 def test_tuples_ranges_and_arrays_are_axes_and_dicts_name_their_values():
     assert ids(width=(16, 32)) == ["width=16", "width=32"]
     assert ids(layers=range(1, 3)) == ["layers=1", "layers=2"]
-    assert ids(p=np.array([0.0, 0.5])) == ["p=0", "p=0.5"]
+    assert ids(p=np.array([0.0, 0.5])) == ["p=0.0", "p=0.5"]
     configs = expand(act={"relu": object(), "tanh": object()})
     assert [c.id for c in configs] == ["act=relu", "act=tanh"]
 
