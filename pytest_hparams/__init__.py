@@ -19,10 +19,10 @@ from .models import MLP, SmallCNN, initialise
 from .plots import plot_curves
 from .recording import RunRecorder, TrialRecorder, seed_everything
 from .report import markdown_tables, render_tables, results_frame
+from .runfile import RunFile, read_run, write_run
+from .saved_runs import resolve_baseline, save_run
 from .settings import TrainSettings
 from .space import Space, choice, int_uniform, log_uniform, parse_space, uniform
-from .storage import resolve_baseline, save_run
-from .store import RunFile, read_run, write_run
 from .sweep import sweep
 from .train import evaluate, fit
 from .trial import SeedRun, TrialResult

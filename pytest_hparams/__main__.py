@@ -25,8 +25,8 @@ from .gate import (
     tolerance_option,
 )
 from .gate_report import markdown_comparison, render_comparison
-from .storage import DEFAULT_STORAGE, machine_id, resolve_baseline, saved_runs
-from .store import RunFile, atomic_write_text, read_run
+from .runfile import RunFile, atomic_write_text, read_run
+from .saved_runs import DEFAULT_STORAGE, machine_id, resolve_baseline, saved_runs
 
 EXIT_OK, EXIT_REGRESSED, EXIT_USAGE = 0, 1, 2
 

@@ -36,9 +36,9 @@ from .gate import (
 from .gate_report import append_markdown, markdown_comparison, render_comparison
 from .items import item_recorders, item_spec
 from .report import markdown_tables
+from .runfile import RunFile, read_run
+from .saved_runs import DEFAULT_STORAGE, check_save_name, resolve_baseline, save_run
 from .session import HParamsSession
-from .storage import DEFAULT_STORAGE, check_save_name, resolve_baseline, save_run
-from .store import RunFile, read_run
 from .trial import TrialResult
 
 _WORKER_BASELINE = "hparams_baseline"

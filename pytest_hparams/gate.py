@@ -24,7 +24,7 @@ from typing import Any
 
 from .errors import CompareExpressionError, SpaceError
 from .metrics import lower_is_better
-from .store import RunFile
+from .runfile import RunFile
 from .trial import TrialResult, jsonable
 
 DEFAULT_ALPHA = 0.05

@@ -149,7 +149,7 @@ class TrialResult:
         """The best value ``name`` reached in any epoch, over seeds."""
         return MetricSummary.of(run.best.get(name, math.nan) for run in self.runs)
 
-    # -- serialisation (JSON-ready apart from non-finite floats, which the store handles)
+    # -- serialisation (JSON-ready apart from non-finite floats, which runfile.py handles)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -19,7 +19,7 @@ import torch
 
 from pytest_hparams import RunFile, SeedRun, TrialResult, fit, read_run
 from pytest_hparams import train as train_module
-from pytest_hparams.store import atomic_write_text
+from pytest_hparams.runfile import atomic_write_text
 
 # One grid whose configurations each meet a different fault, in the model or the loss.
 FAULTS = """

@@ -18,7 +18,7 @@ from pytest_hparams import (
     results_frame,
     write_run,
 )
-from pytest_hparams.store import atomic_write_text
+from pytest_hparams.runfile import atomic_write_text
 
 
 def trial(lr, accuracies, *, test="t.py::test_lr", status="ok", reason="", outcome="passed",

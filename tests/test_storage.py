@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from pytest_hparams import ResultsFileError, RunFile, SeedRun, TrialResult, read_run
-from pytest_hparams.storage import (
+from pytest_hparams.saved_runs import (
     check_save_name,
     resolve_baseline,
     save_run,
@@ -88,7 +88,7 @@ SAVER = textwrap.dedent("""
     from pathlib import Path
 
     from pytest_hparams import RunFile, SeedRun, TrialResult
-    from pytest_hparams.storage import save_run
+    from pytest_hparams.saved_runs import save_run
 
     storage, who, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
     # Start saving together: each process waits until both have imported everything.
