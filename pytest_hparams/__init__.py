@@ -12,7 +12,8 @@ from .errors import (
     SettingsError,
     SpaceError,
 )
-from .gate import Comparison, Tolerance, compare_metric, compare_runs, parse_tolerance
+from .gate.tolerance import Tolerance, parse_tolerance
+from .gate.verdicts import Comparison, compare_metric, compare_runs
 from .hparams import HParams
 from .metrics import MetricSummary, Threshold, lower_is_better
 from .models import MLP, SmallCNN, initialise

@@ -18,14 +18,12 @@ from pytest_hparams import (
     compare_runs,
     parse_tolerance,
 )
-from pytest_hparams.gate import (
+from pytest_hparams.gate.tolerance import effective_tolerances, marker_tolerances, tolerance_option
+from pytest_hparams.gate.verdicts import (
     check_metrics,
-    effective_tolerances,
     environment_warnings,
-    marker_tolerances,
     match_trials,
     metric_values,
-    tolerance_option,
 )
 
 ACCURACY = parse_tolerance("accuracy:-0.01")

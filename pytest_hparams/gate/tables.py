@@ -9,9 +9,9 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from .gate import Comparison, ConfigComparison, MetricComparison, format_p
-from .report import varied_keys
-from .trial import TrialResult
+from ..report import varied_keys
+from ..trial import TrialResult
+from .verdicts import Comparison, ConfigComparison, MetricComparison, format_p
 
 
 @dataclass

@@ -18,28 +18,30 @@ from typing import Any
 
 import pytest
 
-from .errors import CompareExpressionError, ResultsFileError
-from .gate import (
+from ..errors import CompareExpressionError, ResultsFileError
+from ..items import item_recorders, item_spec
+from ..report import markdown_tables
+from ..runfile import RunFile, read_run
+from ..saved_runs import DEFAULT_STORAGE, check_save_name, resolve_baseline, save_run
+from ..session import HParamsSession
+from ..trial import TrialResult
+from .tables import append_markdown, markdown_comparison, render_comparison
+from .tolerance import (
     DEFAULT_ALPHA,
     DEFAULT_FAIL,
-    Comparison,
     Tolerance,
     alpha_option,
+    parse_tolerance,
+    tolerance_option,
+)
+from .verdicts import (
+    Comparison,
     check_metrics,
     compare_runs,
     compare_trial,
     match_trials,
-    parse_tolerance,
     recorded_metrics,
-    tolerance_option,
 )
-from .gate_report import append_markdown, markdown_comparison, render_comparison
-from .items import item_recorders, item_spec
-from .report import markdown_tables
-from .runfile import RunFile, read_run
-from .saved_runs import DEFAULT_STORAGE, check_save_name, resolve_baseline, save_run
-from .session import HParamsSession
-from .trial import TrialResult
 
 _WORKER_BASELINE = "hparams_baseline"
 
