@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import CompareExpressionError
+from ..metrics import MetricSummary, scale_exponent, times_power_of_two
 from ..runfile import RunFile
 from ..trial import TrialResult, jsonable
 from .tolerance import ALIASES, DEFAULT_ALPHA, Tolerance, effective_tolerances, parse_tolerance
@@ -108,12 +109,20 @@ class MetricComparison:
         return self.tolerance.metric
 
     @property
+    def baseline_summary(self) -> MetricSummary:
+        return MetricSummary(self.baseline)
+
+    @property
+    def current_summary(self) -> MetricSummary:
+        return MetricSummary(self.current)
+
+    @property
     def baseline_mean(self) -> float:
-        return _mean(self.baseline)
+        return self.baseline_summary.mean
 
     @property
     def current_mean(self) -> float:
-        return _mean(self.current)
+        return self.current_summary.mean
 
     @property
     def delta(self) -> float:
@@ -131,8 +140,8 @@ class MetricComparison:
         """One line: the verdict, now against the baseline, the change and the test."""
         rule = self.tolerance
         if self.verdict == "not recorded":
-            return (f"{rule.metric} not recorded: the baseline has {_spread(self.baseline)}, "
-                    f"this run no finite value")
+            return (f"{rule.metric} not recorded: the baseline has "
+                    f"{_spread(self.baseline_summary)}, this run no finite value")
         text = (f"{rule.metric} {self.verdict}: {self.current_mean:.4g} now, "
                 f"{self.baseline_mean:.4g} in the baseline (Δ {self.delta:+.3g}, allowed {rule}")
         if self.p_value is not None:
@@ -147,7 +156,8 @@ class MetricComparison:
         """The lines under the summary: spreads, change and interval, tolerance, the test."""
         if self.verdict == "not recorded":
             return []
-        lines = [f"  now      {_spread(self.current)}", f"  baseline {_spread(self.baseline)}"]
+        lines = [f"  now      {_spread(self.current_summary)}",
+                 f"  baseline {_spread(self.baseline_summary)}"]
         change = f"  change   {self.delta:+.4g}"
         if self.baseline_mean:
             change += f" ({self.delta / abs(self.baseline_mean):+.1%})"
@@ -161,19 +171,12 @@ class MetricComparison:
         return lines
 
 
-def _mean(values: Sequence[float]) -> float:
-    return math.fsum(values) / len(values) if values else math.nan
-
-
-def _spread(values: Sequence[float]) -> str:
-    n = len(values)
-    if not n:
+def _spread(summary: MetricSummary) -> str:
+    if not summary.n:
         return "no value"
-    if n == 1:
-        return f"{values[0]:.4g} (1 seed)"
-    mean = _mean(values)
-    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
-    return f"{mean:.4g} ± {std:.2g} ({n} seeds)"
+    if summary.n == 1:
+        return f"{summary.mean:.4g} (1 seed)"
+    return f"{summary.mean:.4g} ± {summary.std:.2g} ({summary.n} seeds)"
 
 
 def _finite(values: Iterable[float] | None) -> tuple[float, ...]:
@@ -203,33 +206,51 @@ def compare_metric(
     if not now:
         return MetricComparison(tolerance, base, now, alpha, "not recorded",
                                 "this run has no finite value")
-    margin = tolerance.margin(_mean(base))
+    before, after = MetricSummary(base), MetricSummary(now)
+    margin = tolerance.margin(before.mean)
     # In the metric's "good" orientation: positive is better.
-    sign = -1.0 if tolerance.lower_is_better else 1.0
-    gain = sign * (_mean(now) - _mean(base))
+    gain = _good_sign(tolerance) * (after.mean - before.mean)
     if len(base) < 2 or len(now) < 2:
         return _by_tolerance(tolerance, base, now, alpha, gain, margin,
                              f"tolerance only: {min(len(base), len(now))} seed on one side, "
                              f"no spread to test against")
-    if _variance(base) == 0 and _variance(now) == 0:
+    if before.std == 0 and after.std == 0:
         return _by_tolerance(tolerance, base, now, alpha, gain, margin,
                              "tolerance only: every seed gave the same value on both sides")
+    return _by_welch_test(tolerance, base, now, alpha, gain, margin)
+
+
+def _good_sign(tolerance: Tolerance) -> float:
+    return -1.0 if tolerance.lower_is_better else 1.0
+
+
+def _by_welch_test(tolerance: Tolerance, base: tuple[float, ...], now: tuple[float, ...],
+                   alpha: float, gain: float, margin: float) -> MetricComparison:
     from scipy import stats
 
-    good = [sign * v for v in now]
-    reference = [sign * v for v in base]
+    sign = _good_sign(tolerance)
+    # The t statistic does not change when both samples and the margin are scaled alike; scaled
+    # by a power of two (exact) to near 1, values of 1e200 do not overflow when squared.
+    exponent = scale_exponent([*base, *now])
+
+    def scaled(values: Iterable[float]) -> list[float]:
+        return [times_power_of_two(v, -exponent) for v in values]
+
+    good, reference = scaled(sign * v for v in now), scaled(sign * v for v in base)
+    allowance = times_power_of_two(margin, -exponent)
     with warnings.catch_warnings():
         # scipy warns of precision loss when one side's seeds nearly agree; the test stays valid.
         warnings.simplefilter("ignore", RuntimeWarning)
         # H0: gain >= -margin (within tolerance); H1: gain < -margin (a regression).
-        worse = stats.ttest_ind([v + margin for v in good], reference, equal_var=False,
+        worse = stats.ttest_ind([v + allowance for v in good], reference, equal_var=False,
                                 alternative="less")
         # H0: gain <= +margin; H1: gain > +margin (an improvement beyond the tolerance).
-        better = stats.ttest_ind([v - margin for v in good], reference, equal_var=False,
+        better = stats.ttest_ind([v - allowance for v in good], reference, equal_var=False,
                                  alternative="greater")
-        two_sided = stats.ttest_ind(now, base, equal_var=False)
+        two_sided = stats.ttest_ind(scaled(now), scaled(base), equal_var=False)
     ci = two_sided.confidence_interval(confidence_level=1 - 2 * alpha)
-    interval = (float(ci.low), float(ci.high))
+    interval = (times_power_of_two(float(ci.low), exponent),
+                times_power_of_two(float(ci.high), exponent))
     p_worse, p_better = float(worse.pvalue), float(better.pvalue)
     allowed = f"{-sign * margin:+.4g}"
     if p_worse < alpha:
@@ -256,11 +277,6 @@ def _by_tolerance(tolerance: Tolerance, base: tuple[float, ...], now: tuple[floa
     else:
         verdict = "unchanged"
     return MetricComparison(tolerance, base, now, alpha, verdict, method)
-
-
-def _variance(values: Sequence[float]) -> float:
-    mean = _mean(values)
-    return math.fsum((v - mean) ** 2 for v in values)
 
 
 def _p(p: float) -> str:
