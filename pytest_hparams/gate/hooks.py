@@ -97,9 +97,6 @@ class GateSettings:
     alpha: float = DEFAULT_ALPHA
 
 
-GATE_KEY = pytest.StashKey[GateSettings]()
-
-
 def configure(config: pytest.Config, session: HParamsSession) -> None:
     """Read the options and the baseline; register the hooks. Bad input is a UsageError."""
     storage = Path(config.getoption("hparams_storage") or config.getini("hparams_storage"))
@@ -122,7 +119,6 @@ def configure(config: pytest.Config, session: HParamsSession) -> None:
         except CompareExpressionError as exc:
             raise pytest.UsageError(f"--hparams-compare-fail: {exc}") from None
         settings.rules = user_rules or [parse_tolerance(text) for text in DEFAULT_FAIL]
-    config.stash[GATE_KEY] = settings
     config.pluginmanager.register(_GateHooks(settings, session), "hparams-gate")
 
 
