@@ -7,18 +7,18 @@ import textwrap
 
 import pytest
 
-from pytest_hparams import ResultsFileError, RunFile, SeedRun, TrialResult, read_run
+from pytest_hparams import ResultsFileError, RunFile, read_run
 from pytest_hparams.saved_runs import (
     check_save_name,
     resolve_baseline,
     save_run,
     saved_runs,
 )
+from tests.conftest import lr_trial, seed_runs
 
 
 def run_file(accuracy=0.9, commit="0123456789abcdef0123", dirty=False):
-    trial = TrialResult(nodeid="t.py::test[a]", test="t.py::test", config_id="a",
-                        runs=[SeedRun(seed=0, final={"accuracy": accuracy})])
+    trial = lr_trial(seed_runs([{"accuracy": accuracy}]))
     return RunFile([trial], environment={"commit_info": {"id": commit, "dirty": dirty}})
 
 
