@@ -7,7 +7,7 @@
    distribution with the measured spread and (b) by resampling a configuration's real per-seed
    accuracies (quantised, possibly skewed). With no change a failing verdict is a false alarm;
    with the candidate 3 accuracy points lower it is a detection. Every verdict comes from the
-   gate itself, ``pytest_hparams.gate.compare_metric``, at the default tolerance and alpha.
+   gate itself, ``pytest_hparams.gate.verdicts.compare_metric``, at the default tolerance and alpha.
 3. The default tolerance against 0.005 and 0.01, with the run-level false-alarm chance.
 4. For contrast, on the same pairs: the tolerance alone (no test), "the mean dropped beyond
    the tolerance and the drop is significant" (a test against zero), and a bootstrap interval
@@ -29,7 +29,8 @@ import torch
 from scipy import stats
 
 from pytest_hparams import MLP, digits, fit
-from pytest_hparams.gate import DEFAULT_ALPHA, DEFAULT_FAIL, compare_metric, parse_tolerance
+from pytest_hparams.gate.tolerance import DEFAULT_ALPHA, DEFAULT_FAIL, parse_tolerance
+from pytest_hparams.gate.verdicts import compare_metric
 
 DROP = 0.03
 

@@ -16,10 +16,10 @@ _SOURCES = {
     "augmentation": "data",
     "breast_cancer": "data",
     "choice": "space",
-    "compare_metric": "gate",
-    "compare_runs": "gate",
+    "compare_metric": "gate.verdicts",
+    "compare_runs": "gate.verdicts",
     "CompareExpressionError": "errors",
-    "Comparison": "gate",
+    "Comparison": "gate.verdicts",
     "DeviceUnavailable": "devices",
     "digits": "data",
     "evaluate": "train",
@@ -34,17 +34,17 @@ _SOURCES = {
     "MetricSummary": "metrics",
     "MLP": "models",
     "parse_space": "space",
-    "parse_tolerance": "gate",
+    "parse_tolerance": "gate.tolerance",
     "plot_curves": "plots",
-    "read_run": "store",
+    "read_run": "runfile",
     "render_tables": "report",
-    "resolve_baseline": "storage",
+    "resolve_baseline": "saved_runs",
     "resolve_device": "devices",
     "results_frame": "report",
     "ResultsFileError": "errors",
-    "RunFile": "store",
+    "RunFile": "runfile",
     "RunRecorder": "recording",
-    "save_run": "storage",
+    "save_run": "saved_runs",
     "seed_everything": "recording",
     "SeedRun": "trial",
     "SettingsError": "errors",
@@ -54,12 +54,12 @@ _SOURCES = {
     "Split": "data",
     "sweep": "sweep",
     "Threshold": "metrics",
-    "Tolerance": "gate",
+    "Tolerance": "gate.tolerance",
     "TrainSettings": "settings",
     "TrialRecorder": "recording",
     "TrialResult": "trial",
     "uniform": "space",
-    "write_run": "store",
+    "write_run": "runfile",
 }
 
 __all__ = [
@@ -122,17 +122,18 @@ if TYPE_CHECKING:
         SettingsError,
         SpaceError,
     )
-    from .gate import Comparison, Tolerance, compare_metric, compare_runs, parse_tolerance
+    from .gate.tolerance import Tolerance, parse_tolerance
+    from .gate.verdicts import Comparison, compare_metric, compare_runs
     from .hparams import HParams
     from .metrics import MetricSummary, Threshold, lower_is_better
     from .models import MLP, SmallCNN, initialise
     from .plots import plot_curves
     from .recording import RunRecorder, TrialRecorder, seed_everything
     from .report import markdown_tables, render_tables, results_frame
+    from .runfile import RunFile, read_run, write_run
+    from .saved_runs import resolve_baseline, save_run
     from .settings import TrainSettings
     from .space import Space, choice, int_uniform, log_uniform, parse_space, uniform
-    from .storage import resolve_baseline, save_run
-    from .store import RunFile, read_run, write_run
     from .sweep import sweep
     from .train import evaluate, fit
     from .trial import SeedRun, TrialResult

@@ -15,18 +15,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import CompareExpressionError, HParamsError, ResultsFileError
-from .gate import (
+from .gate.tables import markdown_comparison, render_comparison
+from .gate.tolerance import (
     DEFAULT_ALPHA,
     DEFAULT_FAIL,
     alpha_option,
-    check_metrics,
-    compare_runs,
     parse_tolerance,
     tolerance_option,
 )
-from .gate_report import markdown_comparison, render_comparison
-from .storage import DEFAULT_STORAGE, machine_id, resolve_baseline, saved_runs
-from .store import RunFile, atomic_write_text, read_run
+from .gate.verdicts import check_metrics, compare_runs
+from .runfile import RunFile, atomic_write_text, read_run
+from .saved_runs import DEFAULT_STORAGE, machine_id, resolve_baseline, saved_runs
 
 EXIT_OK, EXIT_REGRESSED, EXIT_USAGE = 0, 1, 2
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import SpaceError
-from .gate import marker_tolerances
+from .gate.tolerance import marker_tolerances
 from .hparams import HParams
 from .space import DEFAULT_MAX_TRIALS, Config, Space, parse_space
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import pytest
     import torch
 
-    from .gate import Tolerance
+    from .gate.tolerance import Tolerance
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,13 @@ def parse_threshold(metric: str, spec: object) -> Threshold:
 
 @dataclass(frozen=True)
 class MetricSummary:
-    """One metric over seeds: the mean and its spread."""
+    """One metric over seeds: the mean and its spread.
+
+    Computed exactly, on the values as integers over one power of two, and rounded once: correct
+    to the last digit for values near 1e300 or 1e-300 and of mixed signs, with no overflow on
+    the way. A spread beyond the float range is inf. A NaN makes the mean NaN, an infinity makes
+    it infinite, and either makes the spread NaN.
+    """
 
     values: tuple[float, ...]
 
@@ -78,16 +84,25 @@ class MetricSummary:
 
     @property
     def mean(self) -> float:
-        return _sum(self.values) / self.n if self.values else math.nan
+        if not self.values:
+            return math.nan
+        if not _all_finite(self.values):
+            return sum(v for v in self.values if not math.isfinite(v))  # NaN for inf - inf
+        numerators, shift = _common_denominator(self.values)
+        return sum(numerators) / (self.n << shift)  # int / int: rounded once, never overflows
 
     @property
     def std(self) -> float:
         """The sample standard deviation (ddof=1); 0 for a single seed."""
         if self.n < 2:
             return 0.0 if self.values else math.nan
-        m = self.mean
-        # (v - m) * (v - m), not ** 2: beyond the float range it is inf, not OverflowError.
-        return math.sqrt(_sum([(v - m) * (v - m) for v in self.values]) / (self.n - 1))
+        if not _all_finite(self.values):
+            return math.nan
+        numerators, shift = _common_denominator(self.values)
+        total = sum(numerators)
+        # The variance is (n sum(m * m) - sum(m)**2) / (n (n - 1) 4**shift), exactly.
+        squares = self.n * sum(m * m for m in numerators) - total * total
+        return _sqrt_of_ratio(squares, self.n * (self.n - 1) << 2 * shift)
 
     @property
     def min(self) -> float:
@@ -100,11 +115,13 @@ class MetricSummary:
     @property
     def ci95(self) -> tuple[float, float]:
         """Student-t 95 % interval of the mean; the point itself for one seed."""
-        if self.n < 2 or not math.isfinite(self.std):
+        std = self.std
+        if self.n < 2 or math.isnan(std):
             return (self.mean, self.mean)
         from scipy import stats
 
-        half = float(stats.t.ppf(0.975, self.n - 1)) * self.std / math.sqrt(self.n)
+        # Divided first: a spread near the float limit still gives a finite half-width.
+        half = std / math.sqrt(self.n) * float(stats.t.ppf(0.975, self.n - 1))
         return (self.mean - half, self.mean + half)
 
     def as_dict(self) -> dict[str, object]:
@@ -113,9 +130,41 @@ class MetricSummary:
                 "ci95": [lo, hi], "n": self.n, "values": list(self.values)}
 
 
-def _sum(values: tuple[float, ...] | list[float]) -> float:
-    """An exact sum; beyond the float range (a diverging metric) it is inf, not an error."""
+def scale_exponent(values: Iterable[float]) -> int:
+    """The ``e`` for which the largest finite magnitude among ``values``, times ``2**-e``, lies
+    in [0.5, 1) (0 when there is none): scaling by a power of two is exact, and the scaled
+    values' sums and squares stay far from overflow and underflow."""
+    return math.frexp(max((abs(v) for v in values if math.isfinite(v)), default=0.0))[1]
+
+
+def times_power_of_two(value: float, exponent: int) -> float:
+    """``value * 2**exponent``, exactly where the result is a normal float; +-inf beyond the
+    float range, where ``math.ldexp`` raises."""
     try:
-        return math.fsum(values)
+        return math.ldexp(value, exponent)
     except OverflowError:
-        return sum(values)
+        return math.copysign(math.inf, value)
+
+
+def _all_finite(values: tuple[float, ...]) -> bool:
+    return all(math.isfinite(v) for v in values)
+
+
+def _common_denominator(values: tuple[float, ...]) -> tuple[list[int], int]:
+    """Finite ``values`` as integers ``m`` over one power of two: ``v == m / 2**shift``."""
+    ratios = [v.as_integer_ratio() for v in values]  # each denominator is a power of two
+    shift = max(denominator.bit_length() - 1 for _, denominator in ratios)
+    return [m << (shift - d.bit_length() + 1) for m, d in ratios], shift
+
+
+def _sqrt_of_ratio(numerator: int, denominator: int) -> float:
+    """``sqrt(numerator / denominator)`` for non-negative integers of any size: the ratio is
+    brought near 1 by an even power of two, so that it converts to a float without overflow."""
+    if numerator == 0:
+        return 0.0
+    half = (numerator.bit_length() - denominator.bit_length()) // 2
+    if half >= 0:
+        ratio = numerator / (denominator << 2 * half)
+    else:
+        ratio = (numerator << -2 * half) / denominator
+    return times_power_of_two(math.sqrt(ratio), half)

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .baseline import add_options as add_baseline_options
-from .baseline import configure as configure_baseline
 from .devices import parse_threads
 from .errors import HParamsError, SpaceError
+from .gate.hooks import add_options as add_baseline_options
+from .gate.hooks import configure as configure_baseline
 from .groups import add_options as add_sharing_options
 from .groups import configure as configure_sharing
 from .groups import sharing_for

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 from tabulate import tabulate
 
 from .metrics import better, lower_is_better
+from .runfile import atomic_write_text, read_run
 from .space import format_value
-from .store import atomic_write_text, read_run
 from .trial import TrialResult
 
 if TYPE_CHECKING:

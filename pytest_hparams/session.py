@@ -15,7 +15,7 @@ from .placement import Placement, place_process
 from .plots import plot_curves
 from .progress import LiveProgress
 from .report import write_csv, write_markdown
-from .store import RunFile, environment_info, write_run
+from .runfile import RunFile, environment_info, write_run
 from .trial import TrialResult
 from .xdist import is_worker
 

@@ -9,16 +9,13 @@ from typing import Any
 from .metrics import MetricSummary, lower_is_better
 from .space import format_value
 
-#: A seed's run ends in one of these; anything but "ok" comes with a reason.
-RUN_STATUSES = ("ok", "diverged", "oom", "error", "interrupted")
-
 
 @dataclass
 class SeedRun:
     """One training run: one configuration, one seed."""
 
     seed: int
-    status: str = "ok"
+    status: str = "ok"  # or "diverged", "oom", "error", "interrupted", each with a reason
     reason: str = ""
     final: dict[str, float] = field(default_factory=dict)
     best: dict[str, float] = field(default_factory=dict)
@@ -146,11 +143,7 @@ class TrialResult:
             return text if any(c in text for c in ".enia") else f"{text}.0"  # as in the ids
         return format_value(value)
 
-    def best_epoch_value(self, name: str) -> MetricSummary:
-        """The best value ``name`` reached in any epoch, over seeds."""
-        return MetricSummary.of(run.best.get(name, math.nan) for run in self.runs)
-
-    # -- serialisation (JSON-ready apart from non-finite floats, which the store handles)
+    # -- serialisation (JSON-ready apart from non-finite floats, which runfile.py handles)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -6,28 +6,27 @@ from pathlib import Path
 
 import pytest
 
-from pytest_hparams import RunFile, SeedRun, TrialResult, write_run
+from pytest_hparams import RunFile
 from pytest_hparams.__main__ import main
+from tests.conftest import lr_trial, seed_runs, write_run_file
+
+ENVIRONMENT = {"environment": {"torch": "2.13.0"}, "extra": {"device": "cpu"}}
 
 
-def run(shift=0.0, lrs=(0.1, 0.2), tolerance=None):
-    trials = []
-    for lr in lrs:
-        values = [0.90, 0.91, 0.905, 0.895, 0.9]
-        runs = [SeedRun(seed=i, final={"accuracy": v + shift, "loss": 1 - v - shift})
-                for i, v in enumerate(values)]
-        trials.append(TrialResult(nodeid=f"t.py::test_lr[lr={lr}]", test="t.py::test_lr",
-                                  config_id=f"lr={lr}", hparams={"lr": lr}, axes=["lr"],
-                                  runs=runs, tolerance=tolerance or {}))
-    return RunFile(trials, environment={"torch": "2.13.0"}, extra={"device": "cpu"})
+def trials(shift=0.0, lrs=(0.1, 0.2), tolerance=None):
+    values = [0.90, 0.91, 0.905, 0.895, 0.9]
+    finals = [{"accuracy": v + shift, "loss": 1 - v - shift} for v in values]
+    return [lr_trial(seed_runs(finals), lr=lr, tolerance=tolerance or {}) for lr in lrs]
+
+
+def run(**kwargs):
+    return RunFile(trials(**kwargs), **ENVIRONMENT)
 
 
 @pytest.fixture
 def files(tmp_path):
     def write(name, **kwargs):
-        path = tmp_path / name
-        write_run(path, run(**kwargs))
-        return str(path)
+        return str(write_run_file(tmp_path / name, trials(**kwargs), **ENVIRONMENT))
 
     return write
 
@@ -60,6 +59,19 @@ def test_fail_expressions_alpha_and_markdown(files, tmp_path, capsys):
 def test_tolerances_saved_from_the_candidates_markers_apply(files, capsys):
     loose = files("b.json", shift=-0.03, tolerance={"accuracy": "accuracy:-0.05"})
     assert main(["compare", files("a.json"), loose]) == 0
+
+
+@pytest.mark.parametrize("factor, status", [(1.0, 0), (1.5, 1)])
+def test_losses_near_1e200_exit_zero_or_one_not_with_an_overflow(tmp_path, capsys, factor,
+                                                                  status):
+    def write(name, scale):
+        finals = [{"loss": v * scale} for v in (1.0, 1.1, 0.9, 1.05, 0.95)]
+        return str(write_run_file(tmp_path / name, [lr_trial(seed_runs(finals))]))
+
+    a, b = write("a.json", 1e200), write("b.json", factor * 1e200)
+    assert main(["compare", a, b, "--fail", "loss:+5%"]) == status
+    out, err = capsys.readouterr()
+    assert "1e+200 ± 7.9e+198" in out and err == ""
 
 
 def test_runs_are_named_by_number_or_name_in_the_storage_folder(tmp_path, capsys):

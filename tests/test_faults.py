@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import json
 import multiprocessing
 import os
 import random
@@ -19,7 +18,8 @@ import torch
 
 from pytest_hparams import RunFile, SeedRun, TrialResult, fit, read_run
 from pytest_hparams import train as train_module
-from pytest_hparams.store import atomic_write_text
+from pytest_hparams.runfile import atomic_write_text
+from tests.conftest import written_trials
 
 # One grid whose configurations each meet a different fault, in the model or the loss.
 FAULTS = """
@@ -71,7 +71,7 @@ STATUSES = {"none": "ok", "oom": "oom", "oom-seed-0": "oom", "nan": "diverged",
 
 
 def _trials(path: Path) -> dict[str, dict]:
-    return {t["hparams"]["fault"]: t for t in json.loads(path.read_text())["trials"]}
+    return {t["hparams"]["fault"]: t for t in written_trials(path)}
 
 
 def _check_faults(result: pytest.RunResult, path: Path) -> None:
@@ -188,7 +188,7 @@ def test_an_out_of_memory_error_in_an_own_loop_is_oom_and_its_tensors_are_let_go
     # In a process of its own: an in-process pytester run keeps every hook call's exception.
     result = pytester.runpytest_subprocess("--hparams-json", "run.json")
     result.assert_outcomes(passed=1, failed=1)
-    trial = json.loads((pytester.path / "run.json").read_text())["trials"][0]
+    trial = written_trials(pytester.path / "run.json")[0]
     assert trial["status"] == "oom"
     assert "OutOfMemoryError: CUDA out of memory" in trial["runs"][0]["reason"]
 

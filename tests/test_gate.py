@@ -13,20 +13,19 @@ from pytest_hparams import (
     SeedRun,
     SpaceError,
     Tolerance,
-    TrialResult,
     compare_metric,
     compare_runs,
     parse_tolerance,
 )
-from pytest_hparams.gate import (
+from pytest_hparams.gate.tables import markdown_comparison
+from pytest_hparams.gate.tolerance import effective_tolerances, marker_tolerances, tolerance_option
+from pytest_hparams.gate.verdicts import (
     check_metrics,
-    effective_tolerances,
     environment_warnings,
-    marker_tolerances,
     match_trials,
     metric_values,
-    tolerance_option,
 )
+from tests.conftest import lr_trial
 
 ACCURACY = parse_tolerance("accuracy:-0.01")
 
@@ -37,8 +36,9 @@ def trial(values, *, lr=0.1, test="t.py::test_lr", metric="accuracy", target=Non
                     epochs_to_target=(epochs[i] if epochs else None),
                     seconds_to_target=(0.5 if epochs and epochs[i] else None))
             for i, v in enumerate(values)]
-    return TrialResult(nodeid=nodeid or f"{test}[lr={lr}]", test=test, config_id=f"lr={lr}",
-                       hparams={"lr": lr}, axes=["lr"], runs=runs, target=target or {})
+    trial = lr_trial(runs, lr=lr, test=test, target=target or {})
+    trial.nodeid = nodeid or trial.nodeid
+    return trial
 
 
 # --------------------------------------------------------------------------- expressions
@@ -161,6 +161,30 @@ def test_lower_is_better_metrics_regress_when_they_grow():
     assert compare_metric([1.0, 1.02, 0.98], [1.5, 1.52, 1.48], rule).verdict == "regressed"
     assert compare_metric([1.0, 1.02, 0.98], [0.5, 0.52, 0.48], rule).verdict == "improved"
     assert compare_metric([1.0, 1.02, 0.98], [1.05, 1.07, 1.03], rule).verdict == "unchanged"
+
+
+LOSSES = [1.0, 1.1, 0.9, 1.05, 0.95]
+
+
+@pytest.mark.parametrize("scale", [1e200, 1e-200])
+def test_metrics_near_1e200_or_1e_minus_200_are_judged_like_the_same_metrics_near_one(scale):
+    rule = parse_tolerance("loss:+5%")
+    for factor, verdict in ((1.0, "unchanged"), (1.5, "regressed"), (0.5, "improved")):
+        unit = compare_metric(LOSSES, [v * factor for v in LOSSES], rule)
+        scaled = compare_metric([v * scale for v in LOSSES],
+                                [v * factor * scale for v in LOSSES], rule)
+        assert unit.verdict == scaled.verdict == verdict
+        assert scaled.p_value == pytest.approx(unit.p_value, rel=1e-9)
+        assert [end / scale for end in scaled.interval] == pytest.approx(list(unit.interval))
+
+
+def test_two_runs_whose_losses_are_near_1e200_get_a_verdict_and_a_table():
+    baseline = RunFile([trial([v * 1e200 for v in LOSSES], metric="loss")])
+    worse = [trial([v * 1.5e200 for v in LOSSES], metric="loss")]
+    comparison = compare_runs(baseline, worse, [parse_tolerance("loss:+5%")])
+    assert comparison.counts() == {"regressed": 1}
+    assert "baseline 1e+200 ± 7.9e+198 (5 seeds)" in comparison.configs[0].explain()
+    assert "1e+200 ± 7.9e+198 | 1.5e+200 ± 1.2e+199 | 5→5" in markdown_comparison(comparison)
 
 
 def test_one_seed_falls_back_to_the_tolerance_and_says_so():

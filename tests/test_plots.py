@@ -5,8 +5,9 @@ import sys
 
 import pytest
 
-from pytest_hparams import RunFile, SeedRun, TrialResult, plot_curves, write_run
+from pytest_hparams import SeedRun, TrialResult, plot_curves
 from pytest_hparams.plots import _curve
+from tests.conftest import lr_trial, write_run_file
 
 pytest.importorskip("matplotlib")
 
@@ -18,8 +19,7 @@ def _trial(test: str, lr: float, histories: list[list[float]]) -> TrialResult:
                                    for e, a in enumerate(history, start=1)],
                     epochs=len(history))
             for seed, history in enumerate(histories)]
-    return TrialResult(nodeid=f"{test}[lr={lr}]", test=test, config_id=f"lr={lr}",
-                       hparams={"lr": lr}, axes=["lr"], runs=runs, target={"accuracy": 0.9})
+    return lr_trial(runs, lr=lr, test=test, target={"accuracy": 0.9})
 
 
 def test_a_curve_is_the_mean_and_range_over_the_seeds_that_logged_each_epoch():
@@ -40,7 +40,7 @@ def test_one_png_per_test_and_none_for_a_test_without_history(tmp_path):
     assert [p.name for p in written] == ["a.py_test_lr.png", "b.py_test_one.png"]
     assert all(p.read_bytes().startswith(PNG) for p in written)
     # From a results file, the same pictures.
-    write_run(tmp_path / "run.json", RunFile(trials))
+    write_run_file(tmp_path / "run.json", trials)
     again = plot_curves(tmp_path / "run.json", tmp_path / "again")
     assert [p.name for p in again] == [p.name for p in written]
 

@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+from tests.conftest import written_trials
+
 HEADER = """
 import pytest
 import torch
@@ -227,7 +229,7 @@ def test_fit(hparams):
     result.assert_outcomes(passed=2)
     rows = [line for line in result.stdout.lines if "passed" in line and "±" in line]
     assert [row.split()[1 if row.startswith("*") else 0] for row in rows] == ["fast", "slow"]
-    trials = json.loads((pytester.path / "run.json").read_text())["trials"]
+    trials = written_trials(pytester.path / "run.json")
     assert [t["labels"] for t in trials] == [{"setup": "fast"}, {"setup": "slow"}]
     assert trials[0]["hparams"]["setup"] == ["adam", 0.05]  # the value itself stays data
     assert "\nfast," not in (pytester.path / "run.csv").read_text()
@@ -335,7 +337,7 @@ def test_fit(hparams):
         "*1e+06 * failed, diverged [[]1[]]*",
         "[[]1[]] seed 0: diverged: *loss became * at epoch *; seed 1: diverged*",
     ])
-    trial = json.loads((pytester.path / "run.json").read_text())["trials"][1]
+    trial = written_trials(pytester.path / "run.json")[1]
     assert trial["status"] == "diverged"
     assert trial["runs"][0]["final"]["loss"] is None  # NaN/inf is written as null
     assert trial["runs"][0]["epochs"] < 5  # stopped at once
@@ -360,7 +362,7 @@ def test_fit(hparams):
         "seed 0: error: ValueError: width must be positive",
         "*0 * failed, error [[]1[]]",
     ])
-    trials = json.loads((pytester.path / "run.json").read_text())["trials"]
+    trials = written_trials(pytester.path / "run.json")
     assert [t["status"] for t in trials] == ["ok", "error"]
 
 
@@ -396,7 +398,7 @@ def test_loop(hparams, hparams_trial):
     result = pytester.runpytest("--hparams-json", "run.json")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*2.7 (3/3)*"])
-    trial = json.loads((pytester.path / "run.json").read_text())["trials"][0]
+    trial = written_trials(pytester.path / "run.json")[0]
     final = trial["runs"][0]["final"]
     assert final == {"loss": pytest.approx(0.35), "accuracy": pytest.approx(0.65)}
 
@@ -414,7 +416,7 @@ def test_loop(hparams, hparams_trial):
     )
     result = pytester.runpytest("--hparams-json", "run.json")
     result.assert_outcomes(failed=1)
-    trial = json.loads((pytester.path / "run.json").read_text())["trials"][0]
+    trial = written_trials(pytester.path / "run.json")[0]
     assert [r["status"] for r in trial["runs"]] == ["ok", "error"]
     assert "RuntimeError: data loader broke" in trial["runs"][1]["reason"]
 
@@ -458,7 +460,7 @@ def test_fit(hparams):
     pytester.runpytest("--hparams-json", "b.json").assert_outcomes(passed=4)
 
     def metrics(name):
-        trials = json.loads((pytester.path / name).read_text())["trials"]
+        trials = written_trials(pytester.path / name)
         return [[(r["final"], [h["loss"] for h in r["history"]]) for r in t["runs"]]
                 for t in trials]
 

@@ -1,18 +1,16 @@
 """The held-out column: ``fit(test=...)`` records ``test_accuracy``, and tables show it."""
 
-from pytest_hparams import SeedRun, TrialResult, markdown_tables, render_tables
+from pytest_hparams import markdown_tables, render_tables
+from tests.conftest import lr_trial, seed_runs
 
 
 def _trial(lr, accuracies, test_accuracies=None):
-    runs = []
-    for seed, accuracy in enumerate(accuracies):
-        final = {"accuracy": accuracy, "loss": 1 - accuracy}
-        if test_accuracies is not None:
-            final["test_accuracy"] = test_accuracies[seed]
-        runs.append(SeedRun(seed=seed, final=final, epochs=5))
-    return TrialResult(nodeid=f"t.py::test_lr[lr={lr}]", test="t.py::test_lr",
-                       config_id=f"lr={lr}", hparams={"lr": lr}, axes=["lr"],
-                       seeds=list(range(len(runs))), runs=runs, outcome="passed", device="cpu")
+    finals = [{"accuracy": accuracy, "loss": 1 - accuracy} for accuracy in accuracies]
+    if test_accuracies is not None:
+        for final, test_accuracy in zip(finals, test_accuracies, strict=True):
+            final["test_accuracy"] = test_accuracy
+    return lr_trial(seed_runs(finals, epochs=5), lr=lr, seeds=list(range(len(finals))),
+                    outcome="passed", device="cpu")
 
 
 def test_the_test_set_mean_follows_the_ranking_metric():

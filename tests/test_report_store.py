@@ -11,14 +11,14 @@ from pytest_hparams import (
     ResultsFileError,
     RunFile,
     SeedRun,
-    TrialResult,
     markdown_tables,
     read_run,
     render_tables,
     results_frame,
     write_run,
 )
-from pytest_hparams.store import atomic_write_text
+from pytest_hparams.runfile import atomic_write_text
+from tests.conftest import lr_trial
 
 
 def trial(lr, accuracies, *, test="t.py::test_lr", status="ok", reason="", outcome="passed",
@@ -30,9 +30,8 @@ def trial(lr, accuracies, *, test="t.py::test_lr", status="ok", reason="", outco
     hparams = {"lr": lr, "epochs": 5}
     if long_name:
         hparams["optimizer_with_a_long_name"] = "x" * 30
-    return TrialResult(nodeid=f"{test}[lr={lr}]", test=test, config_id=f"lr={lr}",
-                       hparams=hparams, axes=["lr"], seeds=list(range(len(runs))), runs=runs,
-                       target=target or {}, outcome=outcome, device="cpu")
+    return lr_trial(runs, lr=lr, test=test, hparams=hparams, seeds=list(range(len(runs))),
+                    target=target or {}, outcome=outcome, device="cpu")
 
 
 def test_table_marks_the_best_ok_row_and_explains_failures_below():

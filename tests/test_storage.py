@@ -7,18 +7,18 @@ import textwrap
 
 import pytest
 
-from pytest_hparams import ResultsFileError, RunFile, SeedRun, TrialResult, read_run
-from pytest_hparams.storage import (
+from pytest_hparams import ResultsFileError, RunFile, read_run
+from pytest_hparams.saved_runs import (
     check_save_name,
     resolve_baseline,
     save_run,
     saved_runs,
 )
+from tests.conftest import lr_trial, seed_runs
 
 
 def run_file(accuracy=0.9, commit="0123456789abcdef0123", dirty=False):
-    trial = TrialResult(nodeid="t.py::test[a]", test="t.py::test", config_id="a",
-                        runs=[SeedRun(seed=0, final={"accuracy": accuracy})])
+    trial = lr_trial(seed_runs([{"accuracy": accuracy}]))
     return RunFile([trial], environment={"commit_info": {"id": commit, "dirty": dirty}})
 
 
@@ -88,7 +88,7 @@ SAVER = textwrap.dedent("""
     from pathlib import Path
 
     from pytest_hparams import RunFile, SeedRun, TrialResult
-    from pytest_hparams.storage import save_run
+    from pytest_hparams.saved_runs import save_run
 
     storage, who, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
     # Start saving together: each process waits until both have imported everything.

@@ -18,28 +18,30 @@ from typing import Any
 
 import pytest
 
-from .errors import CompareExpressionError, ResultsFileError
-from .gate import (
+from ..errors import CompareExpressionError, ResultsFileError
+from ..items import item_recorders, item_spec
+from ..report import markdown_tables
+from ..runfile import RunFile, read_run
+from ..saved_runs import DEFAULT_STORAGE, check_save_name, resolve_baseline, save_run
+from ..session import HParamsSession
+from ..trial import TrialResult
+from .tables import append_markdown, markdown_comparison, render_comparison
+from .tolerance import (
     DEFAULT_ALPHA,
     DEFAULT_FAIL,
-    Comparison,
     Tolerance,
     alpha_option,
+    parse_tolerance,
+    tolerance_option,
+)
+from .verdicts import (
+    Comparison,
     check_metrics,
     compare_runs,
     compare_trial,
     match_trials,
-    parse_tolerance,
     recorded_metrics,
-    tolerance_option,
 )
-from .gate_report import append_markdown, markdown_comparison, render_comparison
-from .items import item_recorders, item_spec
-from .report import markdown_tables
-from .session import HParamsSession
-from .storage import DEFAULT_STORAGE, check_save_name, resolve_baseline, save_run
-from .store import RunFile, read_run
-from .trial import TrialResult
 
 _WORKER_BASELINE = "hparams_baseline"
 
@@ -95,9 +97,6 @@ class GateSettings:
     alpha: float = DEFAULT_ALPHA
 
 
-GATE_KEY = pytest.StashKey[GateSettings]()
-
-
 def configure(config: pytest.Config, session: HParamsSession) -> None:
     """Read the options and the baseline; register the hooks. Bad input is a UsageError."""
     storage = Path(config.getoption("hparams_storage") or config.getini("hparams_storage"))
@@ -120,7 +119,6 @@ def configure(config: pytest.Config, session: HParamsSession) -> None:
         except CompareExpressionError as exc:
             raise pytest.UsageError(f"--hparams-compare-fail: {exc}") from None
         settings.rules = user_rules or [parse_tolerance(text) for text in DEFAULT_FAIL]
-    config.stash[GATE_KEY] = settings
     config.pluginmanager.register(_GateHooks(settings, session), "hparams-gate")
 
 

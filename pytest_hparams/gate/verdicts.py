@@ -1,187 +1,32 @@
-"""Baseline comparison: tolerance expressions, direction-aware verdicts, statistics over seeds.
+"""Verdicts over seeds: each configuration's metrics, baseline against now, under tolerances.
 
-A tolerance such as ``accuracy:-0.01`` says how far a metric may move in its bad direction
-(accuracy-like metrics down, losses and times up) before the change counts as a regression;
-``%`` makes it relative to the baseline's mean. With two or more seeds on both sides a
-configuration regresses only when the data show, at confidence ``1 - alpha``, that the change
-goes beyond the tolerance: a one-sided Welch t-test of H0 "the change is within tolerance"
-(``scipy.stats.ttest_ind(equal_var=False)``; a non-inferiority test). A change smaller than the
-tolerance therefore fails at most ``alpha`` of the time, and an unchanged model far less often.
-With one seed on either side there is no spread to test against, and the tolerance alone decides.
+With two or more seeds on both sides a configuration regresses only when the data show, at
+confidence ``1 - alpha``, that the change goes beyond the tolerance: a one-sided Welch t-test of
+H0 "the change is within tolerance" (``scipy.stats.ttest_ind(equal_var=False)``; a
+non-inferiority test). A change smaller than the tolerance therefore fails at most ``alpha`` of
+the time, and an unchanged model far less often. With one seed on either side there is no
+spread to test against, and the tolerance alone decides. Configurations are matched between
+two runs by test item, then by hyperparameters.
 """
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import json
 import math
-import re
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import CompareExpressionError, SpaceError
-from .metrics import lower_is_better
-from .store import RunFile
-from .trial import TrialResult, jsonable
-
-DEFAULT_ALPHA = 0.05
-#: The gate when neither ``--hparams-compare-fail`` nor a marker names one: a significant drop
-#: of more than three quarters of an accuracy point. With 5 seeds and the spread of accuracy
-#: over seeds that trained digits models show (0.003 to 0.01), it fails on under 1 % of
-#: unchanged configurations and catches over 90 % of 3-point drops; benchmarks/gate_power.py
-#: measures both, and why not 0.005 (more false alarms) or 0.01 (misses more drops).
-DEFAULT_FAIL = ("accuracy:-0.0075",)
-
-#: Other names of recorded metrics: ``time`` is each seed's ``wall_seconds``.
-ALIASES = {"time": "wall_seconds"}
+from ..errors import CompareExpressionError
+from ..metrics import MetricSummary, scale_exponent, times_power_of_two
+from ..runfile import RunFile
+from ..trial import TrialResult, jsonable
+from .tolerance import ALIASES, DEFAULT_ALPHA, Tolerance, effective_tolerances, parse_tolerance
 
 #: Verdicts that fail a test item.
 FAILING = ("regressed", "not recorded")
-
-_EXPRESSION = re.compile(
-    r"^\s*(?P<metric>[A-Za-z_][\w.\-]*)\s*:\s*(?P<sign>[-+])?\s*"
-    r"(?P<amount>(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*(?P<percent>%)?\s*$"
-)
-
-
-# --------------------------------------------------------------------------- tolerances
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    """How far ``metric`` may move in its bad direction before the change is a regression.
-
-    ``amount`` is absolute, or a fraction of the baseline's mean when ``relative``.
-    """
-
-    metric: str
-    amount: float
-    relative: bool = False
-
-    @property
-    def field(self) -> str:
-        """The recorded metric the tolerance reads (``time`` reads ``wall_seconds``)."""
-        return ALIASES.get(self.metric, self.metric)
-
-    @property
-    def lower_is_better(self) -> bool:
-        return lower_is_better(self.field)
-
-    def margin(self, baseline_mean: float) -> float:
-        """The allowed change in the bad direction, in the metric's units."""
-        if self.relative:
-            return self.amount * abs(baseline_mean)
-        return self.amount
-
-    def __str__(self) -> str:
-        sign = "+" if self.lower_is_better else "-"
-        amount = f"{self.amount * 100:g}%" if self.relative else f"{self.amount:g}"
-        return f"{self.metric}:{sign}{amount}"
-
-
-def parse_tolerance(text: str) -> Tolerance:
-    """Parse ``METRIC:[+-]AMOUNT[%]``: ``accuracy:-0.01``, ``accuracy:-2%``, ``time:+25%``.
-
-    The sign, when given, must point in the metric's bad direction (down for accuracy-like
-    metrics, up for losses, errors, times and epochs). Raises CompareExpressionError naming
-    the expression.
-    """
-    match = _EXPRESSION.match(str(text))
-    if not match:
-        raise CompareExpressionError(
-            f"cannot read the tolerance {text!r}: write METRIC:[+-]AMOUNT[%], e.g. "
-            f"accuracy:-0.01 (one point of accuracy), accuracy:-2% (2 % of the baseline), "
-            f"time:+25% or epochs_to_target:+3"
-        )
-    metric = match.group("metric")
-    amount = float(match.group("amount"))
-    relative = match.group("percent") is not None
-    tolerance = Tolerance(metric, amount / 100 if relative else amount, relative)
-    sign = match.group("sign")
-    if sign is not None and (sign == "+") != tolerance.lower_is_better:
-        worse = "grows" if tolerance.lower_is_better else "drops"
-        raise CompareExpressionError(
-            f"tolerance {text!r}: {metric} is {'lower' if tolerance.lower_is_better else 'higher'}"
-            f"-is-better, so it regresses when it {worse}; write {tolerance} (the sign says "
-            f"which way is worse)"
-        )
-    return tolerance
-
-
-def tolerance_option(text: str) -> Tolerance:
-    """``argparse`` type for ``--hparams-compare-fail`` and ``compare --fail``: early errors."""
-    try:
-        return parse_tolerance(text)
-    except CompareExpressionError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def alpha_option(text: str) -> float:
-    """``argparse`` type for the significance level: a number between 0 and 0.5."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value < 0.5:
-        raise argparse.ArgumentTypeError(
-            f"the significance level must be a number between 0 and 0.5 (e.g. 0.05), got {text!r}"
-        )
-    return value
-
-
-def marker_tolerances(test: str, spec: Any) -> dict[str, Tolerance | None]:
-    """The ``tolerance=`` of a test's marker, by metric; None switches a metric's gate off.
-
-    Accepts ``{"accuracy": "-0.02", "time": "+50%", "loss": None}`` (numbers too), one
-    expression ``"accuracy:-0.02"`` or a list of them. Raises SpaceError naming the test.
-    """
-    if spec is None:
-        return {}
-
-    def error(problem: str) -> SpaceError:
-        return SpaceError(f"{test}: hparams key 'tolerance': {problem}")
-
-    expressions: list[tuple[str, Any]] = []
-    if isinstance(spec, str):
-        expressions = [("", spec)]
-    elif isinstance(spec, Mapping):
-        expressions = [(str(metric), value) for metric, value in spec.items()]
-    elif isinstance(spec, (list, tuple)):
-        expressions = [("", value) for value in spec]
-    else:
-        raise error(f"give a dict of metric -> tolerance such as {{'accuracy': '-0.02'}}, "
-                    f"or 'accuracy:-0.02', got {spec!r}")
-    parsed: dict[str, Tolerance | None] = {}
-    for metric, value in expressions:
-        if metric and value is None:
-            parsed[metric] = None
-            continue
-        if metric and isinstance(value, (int, float)) and not isinstance(value, bool):
-            text = f"{metric}:{value}"
-        elif isinstance(value, str):
-            text = f"{metric}:{value}" if metric else value
-        else:
-            raise error(f"the tolerance of {metric or 'an entry'!r} must be like '-0.02', "
-                        f"'+25%' or None, got {value!r}")
-        try:
-            tolerance = parse_tolerance(text)
-        except CompareExpressionError as exc:
-            raise error(str(exc)) from None
-        parsed[tolerance.metric] = tolerance
-    return parsed
-
-
-def effective_tolerances(
-    rules: Sequence[Tolerance], overrides: Mapping[str, Tolerance | None]
-) -> list[Tolerance]:
-    """The command line's rules with a test's marker overriding them metric by metric."""
-    merged: dict[str, Tolerance | None] = {rule.field: rule for rule in rules}
-    for metric, rule in overrides.items():
-        merged[ALIASES.get(metric, metric)] = rule
-    return [rule for rule in merged.values() if rule is not None]
 
 
 # --------------------------------------------------------------------------- values
@@ -264,12 +109,20 @@ class MetricComparison:
         return self.tolerance.metric
 
     @property
+    def baseline_summary(self) -> MetricSummary:
+        return MetricSummary(self.baseline)
+
+    @property
+    def current_summary(self) -> MetricSummary:
+        return MetricSummary(self.current)
+
+    @property
     def baseline_mean(self) -> float:
-        return _mean(self.baseline)
+        return self.baseline_summary.mean
 
     @property
     def current_mean(self) -> float:
-        return _mean(self.current)
+        return self.current_summary.mean
 
     @property
     def delta(self) -> float:
@@ -287,8 +140,8 @@ class MetricComparison:
         """One line: the verdict, now against the baseline, the change and the test."""
         rule = self.tolerance
         if self.verdict == "not recorded":
-            return (f"{rule.metric} not recorded: the baseline has {_spread(self.baseline)}, "
-                    f"this run no finite value")
+            return (f"{rule.metric} not recorded: the baseline has "
+                    f"{_spread(self.baseline_summary)}, this run no finite value")
         text = (f"{rule.metric} {self.verdict}: {self.current_mean:.4g} now, "
                 f"{self.baseline_mean:.4g} in the baseline (Δ {self.delta:+.3g}, allowed {rule}")
         if self.p_value is not None:
@@ -303,7 +156,8 @@ class MetricComparison:
         """The lines under the summary: spreads, change and interval, tolerance, the test."""
         if self.verdict == "not recorded":
             return []
-        lines = [f"  now      {_spread(self.current)}", f"  baseline {_spread(self.baseline)}"]
+        lines = [f"  now      {_spread(self.current_summary)}",
+                 f"  baseline {_spread(self.baseline_summary)}"]
         change = f"  change   {self.delta:+.4g}"
         if self.baseline_mean:
             change += f" ({self.delta / abs(self.baseline_mean):+.1%})"
@@ -317,19 +171,12 @@ class MetricComparison:
         return lines
 
 
-def _mean(values: Sequence[float]) -> float:
-    return math.fsum(values) / len(values) if values else math.nan
-
-
-def _spread(values: Sequence[float]) -> str:
-    n = len(values)
-    if not n:
+def _spread(summary: MetricSummary) -> str:
+    if not summary.n:
         return "no value"
-    if n == 1:
-        return f"{values[0]:.4g} (1 seed)"
-    mean = _mean(values)
-    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
-    return f"{mean:.4g} ± {std:.2g} ({n} seeds)"
+    if summary.n == 1:
+        return f"{summary.mean:.4g} (1 seed)"
+    return f"{summary.mean:.4g} ± {summary.std:.2g} ({summary.n} seeds)"
 
 
 def _finite(values: Iterable[float] | None) -> tuple[float, ...]:
@@ -359,33 +206,51 @@ def compare_metric(
     if not now:
         return MetricComparison(tolerance, base, now, alpha, "not recorded",
                                 "this run has no finite value")
-    margin = tolerance.margin(_mean(base))
+    before, after = MetricSummary(base), MetricSummary(now)
+    margin = tolerance.margin(before.mean)
     # In the metric's "good" orientation: positive is better.
-    sign = -1.0 if tolerance.lower_is_better else 1.0
-    gain = sign * (_mean(now) - _mean(base))
+    gain = _good_sign(tolerance) * (after.mean - before.mean)
     if len(base) < 2 or len(now) < 2:
         return _by_tolerance(tolerance, base, now, alpha, gain, margin,
                              f"tolerance only: {min(len(base), len(now))} seed on one side, "
                              f"no spread to test against")
-    if _variance(base) == 0 and _variance(now) == 0:
+    if before.std == 0 and after.std == 0:
         return _by_tolerance(tolerance, base, now, alpha, gain, margin,
                              "tolerance only: every seed gave the same value on both sides")
+    return _by_welch_test(tolerance, base, now, alpha, gain, margin)
+
+
+def _good_sign(tolerance: Tolerance) -> float:
+    return -1.0 if tolerance.lower_is_better else 1.0
+
+
+def _by_welch_test(tolerance: Tolerance, base: tuple[float, ...], now: tuple[float, ...],
+                   alpha: float, gain: float, margin: float) -> MetricComparison:
     from scipy import stats
 
-    good = [sign * v for v in now]
-    reference = [sign * v for v in base]
+    sign = _good_sign(tolerance)
+    # The t statistic does not change when both samples and the margin are scaled alike; scaled
+    # by a power of two (exact) to near 1, values of 1e200 do not overflow when squared.
+    exponent = scale_exponent([*base, *now])
+
+    def scaled(values: Iterable[float]) -> list[float]:
+        return [times_power_of_two(v, -exponent) for v in values]
+
+    good, reference = scaled(sign * v for v in now), scaled(sign * v for v in base)
+    allowance = times_power_of_two(margin, -exponent)
     with warnings.catch_warnings():
         # scipy warns of precision loss when one side's seeds nearly agree; the test stays valid.
         warnings.simplefilter("ignore", RuntimeWarning)
         # H0: gain >= -margin (within tolerance); H1: gain < -margin (a regression).
-        worse = stats.ttest_ind([v + margin for v in good], reference, equal_var=False,
+        worse = stats.ttest_ind([v + allowance for v in good], reference, equal_var=False,
                                 alternative="less")
         # H0: gain <= +margin; H1: gain > +margin (an improvement beyond the tolerance).
-        better = stats.ttest_ind([v - margin for v in good], reference, equal_var=False,
+        better = stats.ttest_ind([v - allowance for v in good], reference, equal_var=False,
                                  alternative="greater")
-        two_sided = stats.ttest_ind(now, base, equal_var=False)
+        two_sided = stats.ttest_ind(scaled(now), scaled(base), equal_var=False)
     ci = two_sided.confidence_interval(confidence_level=1 - 2 * alpha)
-    interval = (float(ci.low), float(ci.high))
+    interval = (times_power_of_two(float(ci.low), exponent),
+                times_power_of_two(float(ci.high), exponent))
     p_worse, p_better = float(worse.pvalue), float(better.pvalue)
     allowed = f"{-sign * margin:+.4g}"
     if p_worse < alpha:
@@ -412,11 +277,6 @@ def _by_tolerance(tolerance: Tolerance, base: tuple[float, ...], now: tuple[floa
     else:
         verdict = "unchanged"
     return MetricComparison(tolerance, base, now, alpha, verdict, method)
-
-
-def _variance(values: Sequence[float]) -> float:
-    mean = _mean(values)
-    return math.fsum((v - mean) ** 2 for v in values)
 
 
 def _p(p: float) -> str:

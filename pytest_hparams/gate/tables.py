@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from tabulate import tabulate
 
-from .gate import Comparison, ConfigComparison, MetricComparison, format_p
-from .report import varied_keys
-from .trial import TrialResult
+from ..metrics import MetricSummary
+from ..report import varied_keys
+from ..trial import TrialResult
+from .verdicts import Comparison, ConfigComparison, MetricComparison, format_p
 
 
 @dataclass
@@ -66,19 +65,12 @@ def verdict_line(comparison: Comparison) -> str:
     return f"{outcome} ({text})"
 
 
-def _num(value: float) -> str:
-    return "-" if math.isnan(value) else f"{value:.4g}"
-
-
-def _spread(values: Sequence[float]) -> str:
-    if not values:
+def _spread(summary: MetricSummary) -> str:
+    if not summary.n:
         return "-"
-    n = len(values)
-    mean = math.fsum(values) / n
-    if n == 1:
-        return f"{mean:.4g}"
-    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
-    return f"{mean:.4g} ± {std:.2g}"
+    if summary.n == 1:
+        return f"{summary.mean:.4g}"
+    return f"{summary.mean:.4g} ± {summary.std:.2g}"
 
 
 def _delta(metric: MetricComparison) -> str:
@@ -96,8 +88,8 @@ def _interval(metric: MetricComparison) -> str:
     return f"[{metric.interval[0]:+.3g}, {metric.interval[1]:+.3g}]"
 
 
-def _seeds(values: Sequence[float]) -> str:
-    return str(len(values)) if values else "-"
+def _seeds(summary: MetricSummary) -> str:
+    return str(summary.n) if summary.n else "-"
 
 
 def build_comparison_table(test: str, configs: list[ConfigComparison],
@@ -122,16 +114,7 @@ def build_comparison_table(test: str, configs: list[ConfigComparison],
             rows.append([*label, *empty, config.verdict])
             continue
         for metric in config.metrics:
-            verdict = metric.verdict.upper() if metric.failed else metric.verdict
-            if metric.p_value is None and metric.verdict not in ("no baseline", "not recorded"):
-                verdict += " †"
-            row = [*label]
-            if show_metric:
-                row.append(metric.metric)
-            seeds = f"{_seeds(metric.baseline)}→{_seeds(metric.current)}"
-            row += [_spread(metric.baseline), _spread(metric.current), seeds, _delta(metric),
-                    _interval(metric), format_p(metric), verdict]
-            rows.append(row)
+            rows.append(_metric_row(label, metric, show_metric))
             label = [""] * len(label)
         notes += [f"{config.config_id}: {note}" for note in config.notes]
     if any("†" in row[-1] for row in rows):
@@ -141,6 +124,17 @@ def build_comparison_table(test: str, configs: list[ConfigComparison],
         rule = next(m.tolerance for c in configs for m in c.metrics)
         title += f", {rule.metric} (tolerance {rule})"
     return ComparisonTable(test, title, headers, rows, notes)
+
+
+def _metric_row(label: list[str], metric: MetricComparison, show_metric: bool) -> list[str]:
+    """One gated metric of one configuration, as cells; † marks a verdict without a test."""
+    verdict = metric.verdict.upper() if metric.failed else metric.verdict
+    if metric.p_value is None and metric.verdict not in ("no baseline", "not recorded"):
+        verdict += " †"
+    before, after = metric.baseline_summary, metric.current_summary
+    return [*label, *([metric.metric] if show_metric else []), _spread(before), _spread(after),
+            f"{_seeds(before)}→{_seeds(after)}", _delta(metric), _interval(metric),
+            format_p(metric), verdict]
 
 
 _LABEL_WIDTH = 24

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import ResultsFileError
-from .store import RunFile, atomic_write_text
+from .runfile import RunFile, atomic_write_text
 
 DEFAULT_STORAGE = ".hparams"
 LOCK_NAME = ".save.lock"
