@@ -24,7 +24,8 @@ from .space import Space, choice, int_uniform, log_uniform, parse_space, uniform
 from .storage import resolve_baseline, save_run
 from .store import RunFile, read_run, write_run
 from .sweep import sweep
-from .train import evaluate, fit
+from .training.fit import fit
+from .training.loop import evaluate
 from .trial import SeedRun, TrialResult
 
 __version__ = "0.1.0"

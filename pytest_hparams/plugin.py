@@ -16,9 +16,6 @@ from .baseline import add_options as add_baseline_options
 from .baseline import configure as configure_baseline
 from .devices import parse_threads, runtime_description
 from .errors import HParamsError, SpaceError
-from .groups import add_options as add_sharing_options
-from .groups import configure as configure_sharing
-from .groups import sharing_for
 from .hparams import HParams
 from .items import (
     PARAM,
@@ -34,6 +31,9 @@ from .plots import check_matplotlib
 from .recording import TrialRecorder, free_accelerator_memory, is_out_of_memory, recording_into
 from .report import TABLE_WIDTH, render_tables
 from .session import SESSION_KEY, HParamsSession
+from .sharing import add_options as add_sharing_options
+from .sharing import configure as configure_sharing
+from .sharing import sharing_for
 from .space import DEFAULT_MAX_TRIALS
 from .trial import TrialResult
 from .workers import (
