@@ -22,8 +22,9 @@ class Import:
     """One import statement's target as the importing module sees it."""
 
     line: int
-    module: str        # the absolute module imported (for ``from m import x``: ``m`` or ``m.x``)
-    names: tuple[str, ...]  # the names taken from it (empty for ``import m``)
+    module: str  # the absolute module imported (for ``from m import x``: ``m`` or ``m.x``)
+    names: tuple[str, ...] = ()  # the names taken from it (none when a module is imported)
+    bound: str = ""  # the name an imported module is bound to
 
 
 def _module_name(path: Path) -> str:
@@ -71,18 +72,25 @@ def _absolute(module: str, node: ast.ImportFrom) -> str:
 
 
 def imports_of(module: str) -> list[Import]:
-    tree = ast.parse(MODULES[module].read_text(), filename=str(MODULES[module]))
+    return _imports_in(module, MODULES[module].read_text())
+
+
+def _imports_in(module: str, source: str) -> list[Import]:
+    tree = ast.parse(source)
     found = []
     for node in _statements(tree):
         if isinstance(node, ast.Import):
-            found += [Import(node.lineno, alias.name, ()) for alias in node.names]
+            found += [Import(node.lineno, alias.name,
+                             bound=alias.asname or alias.name.partition(".")[0])
+                      for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             source = _absolute(module, node)
-            names = tuple(alias.name for alias in node.names)
             # ``from . import x`` imports the module ``x``; ``from .m import f`` the module m.
-            submodules = [f"{source}.{name}" for name in names if f"{source}.{name}" in MODULES]
-            found += [Import(node.lineno, sub, ()) for sub in submodules]
-            if len(submodules) < len(names):
+            submodules = [a for a in node.names if f"{source}.{a.name}" in MODULES]
+            found += [Import(node.lineno, f"{source}.{a.name}", bound=a.asname or a.name)
+                      for a in submodules]
+            names = tuple(a.name for a in node.names if a not in submodules)
+            if names:
                 found.append(Import(node.lineno, source, names))
     return found
 
@@ -135,11 +143,30 @@ def test_the_package_has_no_import_cycle():
     assert cycle is None, "import cycle: " + " -> ".join(cycle or ())
 
 
-def test_no_module_imports_a_private_name_of_another():
-    private = [f"{MODULES[module].relative_to(ROOT.parent)}:{i.line}: {name} from {i.module}"
-               for module in MODULES for i in imports_of(module)
-               if i.module.startswith(PACKAGE) and i.module != module
-               for name in i.names if name.startswith("_") and not name.startswith("__")]
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _private_uses(module: str, source: str) -> list[str]:
+    """``from .m import _x``, and ``m._x`` on a package module ``m`` bound by an import."""
+    found = []
+    bound: set[str] = set()
+    for i in _imports_in(module, source):
+        if not i.module.startswith(PACKAGE) or i.module == module:
+            continue
+        found += [f"{i.line}: {name} from {i.module}" for name in i.names if _private(name)]
+        if i.bound:
+            bound.add(i.bound)
+    for node in ast.walk(ast.parse(source)):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                and node.value.id in bound and _private(node.attr)):
+            found.append(f"{node.lineno}: {node.value.id}.{node.attr}")
+    return found
+
+
+def test_no_module_uses_a_private_name_of_another():
+    private = [f"{MODULES[module].relative_to(ROOT.parent)}:{use}"
+               for module in MODULES for use in _private_uses(module, MODULES[module].read_text())]
     assert private == []
 
 
@@ -148,19 +175,39 @@ def test_the_training_code_reaches_neither_pytest_nor_its_facing_modules(module)
     graph = _graph()
     loaded = {module: "", **_reachable(graph, module)}
     facing = {f"{PACKAGE}.{name}" for name in PYTEST_FACING}
-    assert sorted(m for m in loaded if m in facing) == []
+    assert sorted(f"{m} (imported by {loaded[m]})" for m in loaded if m in facing) == []
     third_party = [f"{m} imports {i.module}" for m in loaded for i in imports_of(m)
                    if i.module.split(".")[0] in PYTEST_DISTRIBUTIONS]
     assert third_party == []
 
 
+SAMPLE = """
+from typing import TYPE_CHECKING
+
+from .compat import _reason, same_value
+from . import loop
+
+if TYPE_CHECKING:
+    from ..items import ItemSpec
+
+
+def later():
+    from ..session import SESSION_KEY
+    return loop._train_one, SESSION_KEY
+"""
+
+
 def test_the_checks_see_what_they_check():
-    """The walk finds function-level imports and skips ``TYPE_CHECKING`` ones, and a cycle
-    planted in a copy of the graph is found (so the tests above cannot pass vacuously)."""
+    """Function-level imports count and ``TYPE_CHECKING`` ones do not; private names are found
+    both imported and reached through a module; a planted cycle is found (so the tests above
+    cannot pass because they look at nothing)."""
+    module = f"{TRAINING}.sample"
+    targets = {i.module for i in _imports_in(module, SAMPLE)}
+    assert targets == {"typing", f"{TRAINING}.compat", f"{TRAINING}.loop", f"{PACKAGE}.session"}
+    assert _private_uses(module, SAMPLE) == [
+        f"4: _reason from {TRAINING}.compat", "13: loop._train_one"]
     graph = _graph()
-    assert f"{TRAINING}.fit" in MODULES and f"{TRAINING}.fit" in graph[f"{PACKAGE}.sweep"]
-    assert f"{PACKAGE}.data" in graph[f"{PACKAGE}.settings"]  # imported inside a method
-    assert f"{PACKAGE}.marker" not in graph[f"{PACKAGE}.items"]  # under TYPE_CHECKING
-    planted = {module: set(targets) for module, targets in graph.items()}
+    assert f"{TRAINING}.fit" in graph[f"{PACKAGE}.sweep"]
+    planted = {name: set(imported) for name, imported in graph.items()}
     planted[f"{TRAINING}.sources"].add(f"{TRAINING}.fit")
     assert _cycle(planted) is not None

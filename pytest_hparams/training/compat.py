@@ -28,7 +28,7 @@ from .sources import Sources
 BATCHED_SETTINGS = frozenset({"lr", "momentum", "weight_decay", "l1", "schedule", "decay",
                               "step_size", "clip", "label_smoothing", "epochs", "augment",
                               "optimizer", "betas"})
-DEVICES = ("cpu", "cuda", "mps")
+_DEVICES = ("cpu", "cuda", "mps")
 
 
 class CannotVectorize(Exception):
@@ -82,8 +82,8 @@ def call_problem(call: FitCall, sources: Sources) -> str | None:
             kind = "a DataLoader" if source.loader is not None else "a Dataset"
             return (f"{source.name} is {kind}; vectorised training takes (inputs, labels) "
                     f"tensors")
-    if call.device.type not in DEVICES:
-        return f"device {call.device} is not one of {', '.join(DEVICES)}"
+    if call.device.type not in _DEVICES:
+        return f"device {call.device} is not one of {', '.join(_DEVICES)}"
     train = sources[0].tensors
     assert train is not None
     if call.loss_fn is None and train[1].is_floating_point():
