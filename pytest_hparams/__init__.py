@@ -22,8 +22,8 @@ _SOURCES = {
     "Comparison": "gate.verdicts",
     "DeviceUnavailable": "devices",
     "digits": "data",
-    "evaluate": "train",
-    "fit": "train",
+    "evaluate": "training.loop",
+    "fit": "training.fit",
     "HParams": "hparams",
     "HParamsError": "errors",
     "initialise": "models",
@@ -135,7 +135,8 @@ if TYPE_CHECKING:
     from .settings import TrainSettings
     from .space import Space, choice, int_uniform, log_uniform, parse_space, uniform
     from .sweep import sweep
-    from .train import evaluate, fit
+    from .training.fit import fit
+    from .training.loop import evaluate
     from .trial import SeedRun, TrialResult
 
 

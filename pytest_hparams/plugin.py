@@ -15,9 +15,6 @@ from .devices import parse_threads
 from .errors import HParamsError, SpaceError
 from .gate.hooks import add_options as add_baseline_options
 from .gate.hooks import configure as configure_baseline
-from .groups import add_options as add_sharing_options
-from .groups import configure as configure_sharing
-from .groups import sharing_for
 from .hparams import HParams
 from .items import (
     PARAM,
@@ -38,6 +35,9 @@ from .plots import check_matplotlib
 from .recording import TrialRecorder, free_accelerator_memory, is_out_of_memory, recording_into
 from .report import TABLE_WIDTH, render_tables
 from .session import SESSION_KEY, HParamsSession
+from .sharing import add_options as add_sharing_options
+from .sharing import configure as configure_sharing
+from .sharing import sharing_for
 from .space import DEFAULT_MAX_TRIALS
 from .trial import TrialResult
 from .xdist import ControllerHooks, is_worker, planned_workers, to_wire

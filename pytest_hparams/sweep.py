@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .groups import Member, sweep_peers
 from .hparams import HParams
 from .marker import parse_marker
 from .recording import TrialRecorder, current_recorder, recording_into
-from .train import ModelSpec, fit
+from .training.fit import fit
+from .training.peers import Member, sweep_peers
+from .training.sources import ModelSpec
 from .trial import TrialResult
 
 

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from pytest_hparams import RunFile, SeedRun, TrialResult, fit, read_run
-from pytest_hparams import train as train_module
 from pytest_hparams.runfile import atomic_write_text
+from pytest_hparams.training import loop
 from tests.conftest import written_trials
 
 # One grid whose configurations each meet a different fault, in the model or the loss.
@@ -142,7 +142,7 @@ def test_fit_releases_the_failed_model_before_it_empties_the_cache(monkeypatch):
         gc.collect()
         released.append([ref() is None for ref in models])
 
-    monkeypatch.setattr(train_module, "free_accelerator_memory", release)
+    monkeypatch.setattr(loop, "free_accelerator_memory", release)
     data = (torch.randn(8, 4), torch.zeros(8, dtype=torch.long))
     result = fit(build, data, seeds=[0, 1, 2], epochs=1)
     assert [run.status for run in result.runs] == ["oom", "oom", "oom"]

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from pytest_hparams import SettingsError
 from pytest_hparams.settings import TrainSettings
-from pytest_hparams.stacked_optim import RowSettings, StackedOptimizer
+from pytest_hparams.training.optim import RowSettings, StackedOptimizer
 
 SHAPES = [(6, 5), (6,), (2, 3, 3)]
 STEPS = 6

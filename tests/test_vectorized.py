@@ -18,8 +18,8 @@ from pytest_hparams import (
     fit,
     sweep,
 )
-from pytest_hparams.groups import parse_size
 from pytest_hparams.recording import recording_into
+from pytest_hparams.training.peers import parse_size
 
 DATA = digits()
 EXACT_KEYS = ("loss", "accuracy", "test_loss", "test_accuracy", "lr")
@@ -259,18 +259,18 @@ def test_falling_back_does_not_build_a_seed_twice():
 
 
 def test_a_stack_that_runs_out_of_memory_is_split_in_halves(monkeypatch):
-    from pytest_hparams import vectorized
+    from pytest_hparams.training.chunk import Chunk
 
     space = {"lr": [1e-3, 3e-3, 1e-2, 3e-2], "seeds": 1}
     whole = _sweep(space=space, epochs=1)
-    train = vectorized._Chunk.train
+    train = Chunk.train
 
     def greedy(chunk):
         if len(chunk.slots) > 2:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 80 GiB")
         train(chunk)
 
-    monkeypatch.setattr(vectorized._Chunk, "train", greedy)
+    monkeypatch.setattr(Chunk, "train", greedy)
     halves = _sweep(space=space, epochs=1)
     assert "trained together in 2 chunks" in halves[0].notes[0]
     assert [_metrics(t) for t in halves] == [_metrics(t) for t in whole]

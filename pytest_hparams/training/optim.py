@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .settings import TrainSettings
+from ..settings import TrainSettings
 
 #: Optimisers whose rows can share one stacked optimiser: the same update rule, other values.
 FAMILIES = {"sgd": "sgd", "momentum": "sgd", "nesterov": "sgd", "adam": "adam",

@@ -1,0 +1,103 @@
+"""What a ``fit`` call trains: its data as ``Source``s, its model (``ModelSpec``) and its loss."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from ..hparams import HParams
+
+ModelSpec = nn.Module | Callable[[], nn.Module] | Callable[[HParams], nn.Module]
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: Examples per forward pass when a model is evaluated.
+EVAL_BATCH = 4096
+
+
+def build_model(model: ModelSpec, hparams: Mapping[str, Any]) -> nn.Module:
+    """A fresh model for the current seed (the caller has seeded torch)."""
+    if isinstance(model, nn.Module):
+        net = copy.deepcopy(model)
+        for module in net.modules():
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset):
+                reset()
+        return net
+    if not callable(model):
+        raise TypeError(f"fit(): model must be an nn.Module or a factory, got {model!r}")
+    net = model(hparams) if _takes_argument(model) else model()
+    if not isinstance(net, nn.Module):
+        raise TypeError(f"fit(): the model factory returned {type(net).__name__}, not nn.Module")
+    return net
+
+
+def _takes_argument(factory: Callable[..., Any]) -> bool:
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    required = [p for p in params if p.default is p.empty
+                and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(required) == 1
+
+
+@dataclass
+class Source:
+    """Training or evaluation data: tensors on the device (fast path) or a loader."""
+
+    name: str
+    device: torch.device
+    tensors: tuple[torch.Tensor, torch.Tensor] | None = None
+    dataset: Dataset[Any] | None = None
+    loader: DataLoader[Any] | None = None
+
+    @classmethod
+    def of(cls, data: Any, name: str, device: torch.device) -> Source:
+        if isinstance(data, DataLoader):
+            return cls(name, device, loader=data)
+        if isinstance(data, TensorDataset) and len(data.tensors) == 2:
+            data = data.tensors
+        if isinstance(data, (tuple, list)) and len(data) == 2:
+            inputs, labels = (torch.as_tensor(part) for part in data)
+            if len(inputs) != len(labels):
+                raise ValueError(
+                    f"fit(): {name} has {len(inputs)} inputs but {len(labels)} labels"
+                )
+            return cls(name, device, tensors=(inputs.to(device), labels.to(device)))
+        if isinstance(data, Dataset):
+            return cls(name, device, dataset=data)
+        raise TypeError(
+            f"fit(): {name} must be an (inputs, labels) pair, a Dataset or a DataLoader, "
+            f"got {type(data).__name__}"
+        )
+
+    def batches(
+        self, batch_size: int, order: torch.Generator | None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches in a shuffled order drawn from ``order`` (in sequence when None)."""
+        if self.tensors is not None:
+            inputs, labels = self.tensors
+            n = len(labels)
+            if order is None:
+                for start in range(0, n, batch_size):
+                    yield inputs[start:start + batch_size], labels[start:start + batch_size]
+                return
+            perm = torch.randperm(n, generator=order).to(self.device)
+            for start in range(0, n, batch_size):
+                index = perm[start:start + batch_size]
+                yield inputs[index], labels[index]
+            return
+        loader = self.loader or DataLoader(self.dataset, batch_size=batch_size,
+                                           shuffle=order is not None, generator=order)
+        for inputs, labels in loader:
+            yield inputs.to(self.device), labels.to(self.device)
+
+
+#: A call's train, val (the train source when it has none) and test (None when it has none).
+Sources = tuple[Source, Source, Source | None]
