@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,7 +39,7 @@ from .sharing import configure as configure_sharing
 from .sharing import sharing_for
 from .space import DEFAULT_MAX_TRIALS
 from .trial import TrialResult
-from .xdist import ControllerHooks, is_worker, planned_workers, to_wire
+from .xdist import ControllerHooks, is_worker, planned_workers, to_wire, worker_id
 
 if TYPE_CHECKING:
     import torch
@@ -214,6 +213,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Any:
+    if not (uses_plugin(item) or "torch" in sys.modules):
+        return (yield)  # a test that cannot train (torch is not even loaded) costs nothing
     recorder = item_recorder(item)
     progress = item.config.stash[SESSION_KEY].progress
     with recording_into(recorder), sharing_for(item):
@@ -297,7 +298,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         trial.outcome = _outcome(report)
         trial.message = _reason(report).removeprefix(f"{item.nodeid}: ")
         trial.duration = report.duration
-        trial.worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+        trial.worker = worker_id(item.config) or ""
         if report.failed and trial.status != "ok":
             report.sections.append((f"hparams {trial.config_id}", trial.reason))
     # Plain data, so that it travels with the report from xdist workers to the controller.

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from .recording import RunRecorder
+from .xdist import is_worker
 
 _SAVE, _RESTORE, _ERASE = "\x1b7", "\x1b8", "\x1b[K"
 _INTERVAL = 0.25
@@ -31,7 +32,7 @@ def progress_enabled(config: pytest.Config) -> bool:
         reporter is not None
         and bool(reporter.isatty)
         and not os.environ.get("CI")
-        and not hasattr(config, "workerinput")
+        and not is_worker(config)
         and config.get_verbosity() >= 0
     )
 

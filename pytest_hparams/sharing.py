@@ -26,6 +26,7 @@ from .hparams import HParams
 from .items import PARAM, ItemSpec, item_spec, test_name
 from .session import SESSION_KEY
 from .training.peers import Member, Peers, Shared, parse_size, using_peers
+from .xdist import from_controller, is_worker, send_to_workers
 
 #: pytest-xdist modes that keep every item of one test function on one worker.
 GROUPING_DIST_MODES = ("no", "each", "loadscope", "loadfile")
@@ -45,8 +46,7 @@ class _Registry:
         self.failures: dict[str, str] = {}
         self.unshared: dict[str, str] = {}
         # xdist resets a worker's --dist to "no": the controller passes the real one along.
-        workerinput = getattr(config, "workerinput", None)
-        self.dist = str(workerinput.get(_DIST_KEY, "load")) if workerinput is not None else "no"
+        self.dist = str(from_controller(config, _DIST_KEY, "load" if is_worker(config) else "no"))
 
 
 _REGISTRY = pytest.StashKey[_Registry]()
@@ -177,19 +177,7 @@ def configure(config: pytest.Config) -> None:
     """Keep the session's registry of shared runs and print, under -v, how each trial trained."""
     config.stash[_REGISTRY] = _Registry(config)
     config.pluginmanager.register(_VectorizeSummary(config), "hparams-vectorize")
-    if config.pluginmanager.hasplugin("xdist"):
-        config.pluginmanager.register(_XdistHooks(config), "hparams-vectorize-xdist")
-
-
-class _XdistHooks:
-    """Tells each xdist worker the --dist mode, so that it knows whether the items of one test
-    all come to it."""
-
-    def __init__(self, config: pytest.Config) -> None:
-        self.config = config
-
-    def pytest_configure_node(self, node: Any) -> None:
-        node.workerinput[_DIST_KEY] = str(self.config.getoption("dist", "load"))
+    send_to_workers(config, _DIST_KEY, lambda node: str(config.getoption("dist", "load")))
 
 
 class _VectorizeSummary:

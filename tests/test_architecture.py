@@ -12,8 +12,8 @@ PACKAGE = "pytest_hparams"
 ROOT = Path(__file__).resolve().parent.parent / PACKAGE
 TRAINING = f"{PACKAGE}.training"
 #: What the training code must not reach: pytest itself and the pytest-facing modules.
-PYTEST_FACING = ("plugin", "items", "sharing", "session", "report", "plots", "gate",
-                 "gate_report", "baseline", "workers", "__main__")
+PYTEST_FACING = ("plugin", "items", "marker", "sharing", "session", "report", "plots", "gate",
+                 "xdist", "placement", "__main__")
 PYTEST_DISTRIBUTIONS = ("pytest", "_pytest", "pluggy", "xdist")
 
 
@@ -211,3 +211,38 @@ def test_the_checks_see_what_they_check():
     planted = {name: set(imported) for name, imported in graph.items()}
     planted[f"{TRAINING}.sources"].add(f"{TRAINING}.fit")
     assert _cycle(planted) is not None
+
+
+HEAVY = ("torch", "numpy", "pandas", "scipy", "matplotlib", "hypothesis", "optuna", "lightning")
+
+
+def test_only_the_xdist_module_talks_to_xdist_workers():
+    for module, path in MODULES.items():
+        if module == f"{PACKAGE}.xdist":
+            continue
+        text = path.read_text()
+        for word in ("workerinput", "pytest_configure_node", "PYTEST_XDIST_WORKER"):
+            assert word not in text, f"{module} uses {word}: go through {PACKAGE}.xdist"
+
+
+def _loaded_after(code: str) -> set[str]:
+    import subprocess
+    import sys
+
+    probe = f"import sys\n{code}\nprint(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True)
+    last = (done.stdout.strip().splitlines() or [""])[-1]
+    return set(filter(None, last.split(",")))
+
+
+def test_loading_the_plugin_imports_nothing_heavy():
+    assert _loaded_after("import pytest_hparams.plugin") == set()
+
+
+def test_a_suite_without_hparams_tests_never_loads_torch(pytester):
+    pytester.makepyfile(test_plain="def test_one():\n    assert 1 + 1 == 2\n")
+    run = f"import pytest; pytest.main([{str(pytester.path)!r}, '-q', '-p', 'no:cacheprovider'])"
+    without_plugin = _loaded_after(run.replace("'-q'", "'-q', '-p', 'no:hparams'"))
+    assert _loaded_after(run) - without_plugin == set()
+    assert "torch" not in _loaded_after(run)

@@ -25,6 +25,7 @@ from ..runfile import RunFile, read_run
 from ..saved_runs import DEFAULT_STORAGE, check_save_name, resolve_baseline, save_run
 from ..session import HParamsSession
 from ..trial import TrialResult
+from ..xdist import from_controller, send_to_workers
 from .tables import append_markdown, markdown_comparison, render_comparison
 from .tolerance import (
     DEFAULT_ALPHA,
@@ -119,17 +120,16 @@ def configure(config: pytest.Config, session: HParamsSession) -> None:
         except CompareExpressionError as exc:
             raise pytest.UsageError(f"--hparams-compare-fail: {exc}") from None
         settings.rules = user_rules or [parse_tolerance(text) for text in DEFAULT_FAIL]
+        path = settings.baseline.path
+        if path is not None:  # workers read this very file, even if a run is saved meanwhile
+            send_to_workers(config, _WORKER_BASELINE, lambda node: str(path))
     config.pluginmanager.register(_GateHooks(settings, session), "hparams-gate")
 
 
 def _read_baseline(config: pytest.Config, spec: str, storage: Path) -> RunFile:
-    workerinput = getattr(config, "workerinput", None)
+    resolved = from_controller(config, _WORKER_BASELINE)
     try:
-        if workerinput is not None and _WORKER_BASELINE in workerinput:
-            # The controller resolved it: a run saved meanwhile must not change the baseline.
-            path = Path(workerinput[_WORKER_BASELINE])
-        else:
-            path = resolve_baseline(spec, storage)
+        path = Path(resolved) if resolved else resolve_baseline(spec, storage)
         return read_run(path)
     except ResultsFileError as exc:
         option = f"--hparams-compare={spec}" if spec else "--hparams-compare"
@@ -149,12 +149,6 @@ class _GateHooks:
         self.comparison: Comparison | None = None
         self.saved: Path | None = None
         self.save_error = ""
-
-    @pytest.hookimpl(optionalhook=True)
-    def pytest_configure_node(self, node: Any) -> None:
-        baseline = self.settings.baseline
-        if baseline is not None and baseline.path is not None:
-            node.workerinput[_WORKER_BASELINE] = str(baseline.path)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Iterator[None]:
