@@ -14,7 +14,14 @@ from ..recording import TrialRecorder, current_recorder
 from ..settings import TrainSettings
 from ..trial import TrialResult
 from .loop import train_seeds
-from .sources import LossFn, ModelSpec, Source, build_model
+from .sources import (
+    LossFn,
+    ModelSpec,
+    Source,
+    apply_batch_size,
+    build_model,
+    refuse_own_training_logic,
+)
 from .stacked import fit_stacked
 
 
@@ -57,6 +64,10 @@ def fit(
     device = resolve_device(device)
     recorder.result.device = str(device)
     augment = config.augmentation()
+    if isinstance(model, torch.nn.Module):
+        refuse_own_training_logic(model)
+    if "batch_size" in hparams or "batch_size" in settings:
+        train = apply_batch_size(train, config.batch_size, "train")
     _load_optimizer_machinery()
     train_source = Source.of(train, "train", device)
     val_source = Source.of(val, "val", device) if val is not None else train_source

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from ..errors import SettingsError
 from ..hparams import HParams
 
 ModelSpec = nn.Module | Callable[[], nn.Module] | Callable[[HParams], nn.Module]
@@ -34,7 +35,50 @@ def build_model(model: ModelSpec, hparams: Mapping[str, Any]) -> nn.Module:
     net = model(hparams) if _takes_argument(model) else model()
     if not isinstance(net, nn.Module):
         raise TypeError(f"fit(): the model factory returned {type(net).__name__}, not nn.Module")
+    refuse_own_training_logic(net)
     return net
+
+
+def refuse_own_training_logic(net: nn.Module) -> None:
+    """``fit`` trains with its own loop and optimiser: a model that brings its own (a
+    LightningModule, a ``training_step``) would be bypassed, so it is refused, never ignored."""
+    kind = type(net).__name__
+    lightning = any(base.__name__ == "LightningModule"
+                    and base.__module__.split(".")[0] in ("lightning", "pytorch_lightning")
+                    for base in type(net).__mro__)
+    if lightning:
+        raise SettingsError(
+            f"fit(): the model is a LightningModule ({kind}): fit() would train it with its own "
+            f"loop and ignore its training_step and configure_optimizers; test it through "
+            f"Lightning with pytest_hparams.fit_lightning(...) (pip install "
+            f'"pytest-hparams[lightning]"), or with your own loop and the hparams_trial fixture')
+    own = [name for name in ("training_step", "configure_optimizers")
+           if callable(getattr(net, name, None))]
+    if own:
+        raise SettingsError(
+            f"fit(): the model ({kind}) defines {' and '.join(own)}, which fit() would bypass "
+            f"with its own loop and optimiser; record your own loop with the hparams_trial "
+            f"fixture instead (or remove the method if fit's loop is what you want)")
+
+
+def apply_batch_size(data: Any, batch_size: int, name: str) -> Any:
+    """``data`` with the ``batch_size`` hyperparameter applied: a DataLoader built with another
+    batch size is rebuilt on the same dataset, sampler and collate function; one whose batches
+    come from its own batch sampler cannot take a batch size and is refused."""
+    if not isinstance(data, DataLoader) or data.batch_size == batch_size:
+        return data
+    if data.batch_size is None:
+        raise SettingsError(
+            f"fit(): batch_size={batch_size} cannot be applied to the {name} DataLoader, which "
+            f"makes its batches with its own batch_sampler ({type(data.batch_sampler).__name__});"
+            f" pass its Dataset instead, or drop batch_size from the hyperparameters")
+    extra = {"prefetch_factor": data.prefetch_factor} if data.num_workers > 0 else {}
+    return DataLoader(
+        data.dataset, batch_size=batch_size, sampler=data.sampler, collate_fn=data.collate_fn,
+        drop_last=data.drop_last, num_workers=data.num_workers, pin_memory=data.pin_memory,
+        timeout=data.timeout, worker_init_fn=data.worker_init_fn, generator=data.generator,
+        multiprocessing_context=data.multiprocessing_context,
+        persistent_workers=data.persistent_workers, **extra)
 
 
 def _takes_argument(factory: Callable[..., Any]) -> bool:
