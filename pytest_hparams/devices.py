@@ -152,14 +152,35 @@ def parse_threads(text: str) -> int | str:
     )
 
 
-def torch_threads(choice: int | str, workers_on_host: int) -> int | None:
-    """The torch thread count a process should set, or None to leave torch's default.
+def busy_cores() -> float:
+    """How many cores other processes keep busy: the 1-minute load average (0 where the OS
+    keeps none)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return 0.0
 
-    ``auto`` budgets cores ÷ workers when several xdist workers share this host and leaves
-    a lone process alone; a number is used as it is; ``off`` leaves torch's default.
+
+def torch_threads(choice: int | str, workers_on_host: int, default: int,
+                  busy: float | None = None) -> tuple[int | None, str]:
+    """The torch thread count a process should set (None: leave torch's ``default``), and why.
+
+    ``auto`` budgets cores ÷ workers when several xdist workers share this host. A lone process
+    keeps torch's default (a thread per core) on a quiet machine, and takes only the cores that
+    are free when the load average says others are busy: torch's threads wait for each other at
+    every operation, so one descheduled thread stalls them all (on a busy 2-core machine two
+    threads made the quick start 3-4 times slower than one: ``benchmarks/threads_default.py``).
+    A number is used as it is; ``off`` leaves torch's default.
     """
     if isinstance(choice, int):
-        return choice
-    if choice == "auto" and workers_on_host > 1:
-        return thread_budget(workers_on_host)
-    return None
+        return choice, "--hparams-threads"
+    if choice != "auto":
+        return None, "torch's default, --hparams-threads off"
+    cores = cpu_cores()
+    if workers_on_host > 1:
+        return thread_budget(workers_on_host), f"{cores} cores ÷ {workers_on_host} local workers"
+    busy = busy_cores() if busy is None else busy
+    free = max(1, int(cores - busy + 0.5))
+    if free >= default:
+        return None, f"torch's default; load average {busy:.1f} on {cores} cores"
+    return free, f"auto: load average {busy:.1f} on {cores} cores leaves {free} free"

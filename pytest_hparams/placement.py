@@ -7,7 +7,6 @@ is already loaded), so a suite without hyperparameter tests never pays for it.
 from __future__ import annotations
 
 import importlib.metadata
-import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -34,6 +33,7 @@ class Placement:
 
     device: torch.device
     problem: str | None = None
+    threads: str = ""  # the torch threads chosen, and why
 
 
 def check_options(config: pytest.Config) -> None:
@@ -63,9 +63,12 @@ def place_process(config: pytest.Config) -> Placement:
 
     devices_spec = config.getoption("hparams_devices")
     device_spec = config.getoption("hparams_device")
-    threads = torch_threads(config.getoption("hparams_threads"), workers_on_host(config))
+    threads, why = torch_threads(config.getoption("hparams_threads"), workers_on_host(config),
+                                 torch.get_num_threads())
     if threads is not None and threads != torch.get_num_threads():
         torch.set_num_threads(threads)
+    count = torch.get_num_threads()
+    chosen = f"{count} torch thread{'s' if count != 1 else ''} ({why})"
     try:
         if devices_spec:
             device = device_for_worker(parse_devices(devices_spec), worker_id(config))
@@ -75,12 +78,12 @@ def place_process(config: pytest.Config) -> Placement:
         option = "--hparams-devices" if devices_spec else "--hparams-device"
         if worker_id(config) is not None:
             problem = f"{option} on xdist worker {worker_id(config)}: {exc}"
-            return Placement(torch.device("cpu"), problem)
+            return Placement(torch.device("cpu"), problem, chosen)
         if all(host_of(spec) == "local" for spec in planned_workers(config)):
             raise pytest.UsageError(f"{option}: {exc}") from None
         # Remote workers have devices of their own; each checks its own.
         device = torch.device("cpu")
-    return Placement(device)
+    return Placement(device, threads=chosen)
 
 
 def torch_version() -> str:
@@ -91,16 +94,15 @@ def torch_version() -> str:
         return "not installed"
 
 
-def describe(config: pytest.Config, device: torch.device | None) -> str:
+def describe(config: pytest.Config, placement: Placement | None) -> str:
     """The report header's line: torch, the device (``auto`` until something needed it), the
     xdist workers, their devices and torch threads."""
     specs = planned_workers(config)
-    shown = str(device) if device is not None else "auto (cuda, else mps, else cpu)"
+    shown = str(placement.device) if placement else "auto (cuda, else mps, else cpu)"
     if not specs:
-        torch = sys.modules.get("torch")
-        if torch is None:
+        if placement is None:
             return f"device {shown}, torch {torch_version()} (loaded when a test needs it)"
-        return f"device {shown}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+        return f"device {shown}, torch {torch_version()}, {placement.threads}"
     local = sum(host_of(spec) == "local" for spec in specs)
     parts = [f"{len(specs)} xdist worker{'s' if len(specs) != 1 else ''}"]
     devices_spec = config.getoption("hparams_devices")
@@ -117,7 +119,7 @@ def describe(config: pytest.Config, device: torch.device | None) -> str:
             parts.append(f"devices {dealt}")
     choice = config.getoption("hparams_threads")
     if local:
-        threads_each = torch_threads(choice, local)
+        threads_each, _ = torch_threads(choice, local, default=cpu_cores())
         plural = "s" if threads_each != 1 else ""
         if threads_each is None:
             parts.append("torch threads: torch's default in each worker")

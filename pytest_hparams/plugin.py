@@ -133,8 +133,8 @@ def _max_trials(config: pytest.Config) -> int:
 
 def pytest_report_header(config: pytest.Config) -> str:
     session = config.stash[SESSION_KEY]
-    placed = session.placement.device if session.placement is not None else None
-    return f"hparams: {describe(config, placed)}"
+    session.described_early = session.placement is not None
+    return f"hparams: {describe(config, session.placement)}"
 
 
 # --------------------------------------------------------------------------- collection
@@ -353,6 +353,10 @@ class _SessionHooks:
             if terminalreporter.isatty:
                 width = max(60, min(width, terminalreporter._tw.fullwidth))
             terminalreporter.write_sep("=", "hyperparameter comparison")
+            if hparams.placement is not None and not hparams.described_early:
+                # torch loaded after the header: say here what was chosen
+                terminalreporter.write_line(
+                    f"hparams: {describe(hparams.config, hparams.placement)}")
             terminalreporter.write_line(render_tables(hparams.ordered_trials(), width))
         for path in self.written:
             terminalreporter.write_line(f"hparams: wrote {path}")

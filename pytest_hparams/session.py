@@ -49,6 +49,7 @@ class HParamsSession:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.placement: Placement | None = None
+        self.described_early = False  # the report header could name the device and threads
         self.is_worker = is_worker(config)
         self.outputs = Outputs() if self.is_worker else Outputs.from_config(config)
         self.progress = LiveProgress(config)

@@ -78,10 +78,20 @@ def test_thread_choices():
     for text in ("0", "-1", "2.5", "many", ""):
         with pytest.raises(ValueError, match="is not a thread count"):
             parse_threads(text)
-    assert torch_threads("auto", 1) is None  # a lone process keeps torch's own default
-    assert torch_threads("auto", 2) == thread_budget(2)
-    assert torch_threads("off", 4) is None
-    assert torch_threads(3, 1) == torch_threads(3, 8) == 3
+    # a lone process on a quiet machine keeps torch's own default
+    assert torch_threads("auto", 1, default=2, busy=0.0)[0] is None
+    assert torch_threads("auto", 2, default=2)[0] == thread_budget(2)
+    assert torch_threads("off", 4, default=2)[0] is None
+    assert torch_threads(3, 1, default=2)[0] == torch_threads(3, 8, default=2)[0] == 3
+
+
+@pytest.mark.parametrize(("busy", "expected"), [(0.0, None), (0.4, None), (0.6, 1), (1.0, 1),
+                                               (5.0, 1)])
+def test_a_lone_process_takes_only_the_cores_others_leave_free(monkeypatch, busy, expected):
+    monkeypatch.setattr(devices, "cpu_cores", lambda: 2)
+    threads, why = torch_threads("auto", 1, default=2, busy=busy)
+    assert threads == expected
+    assert f"load average {busy:.1f} on 2 cores" in why
 
 
 def test_hosts_of_execnet_specs():

@@ -180,7 +180,7 @@ def test_device(hparams_device):
     )
     result = pytester.runpytest("--hparams-device", "cpu")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["hparams: device cpu, torch *, * threads"])
+    result.stdout.fnmatch_lines(["hparams: device cpu, torch *, * torch thread* (*)"])
 
 
 # --------------------------------------------------------------------------- running and reporting

@@ -234,6 +234,16 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     if config.getoption("expected") == "default":
         config.option.expected = str(TORCH_DEFAULT)
+
+
+def pytest_report_header(config):
+    import pytest_hparams.devices as devices
+
+    if config.getoption("expected") == "auto":
+        # what the plugin's auto policy chooses for this machine's load right now
+        busy = devices.busy_cores()
+        threads, _ = devices.torch_threads("auto", 1, TORCH_DEFAULT, busy)
+        config.option.expected = str(threads or TORCH_DEFAULT)
 """
 
 
@@ -248,19 +258,24 @@ def test_xdist_workers_share_the_cores_and_the_header_says_how(pytester):
         f"{'s' if budget != 1 else ''} per worker ({cpu_cores()} cores ÷ 2 local workers)"])
 
 
-@pytest.mark.parametrize(("args", "expected"), [([], "default"), (["--hparams-threads", "1"], "1")],
-                         ids=["auto", "one"])
-def test_a_lone_process_keeps_torch_threads_unless_told(pytester, args, expected):
+@pytest.mark.parametrize(("args", "expected"), [([], "auto"), (["--hparams-threads", "1"], "1"),
+                                                (["--hparams-threads", "off"], "default")],
+                         ids=["auto", "one", "off"])
+def test_a_lone_process_sets_the_threads_its_header_names(pytester, args, expected):
     pytester.makeconftest(CONFTEST_THREADS)
     pytester.makepyfile(test_threads=THREADS)
     # In a process of its own: the thread count is process-wide.
     result = pytester.runpytest_subprocess("--expected", expected, *args)
     result.assert_outcomes(passed=1)
+    said = {"1": "1 torch thread (--hparams-threads)",
+            "default": "* torch thread* (torch's default, --hparams-threads off)",
+            "auto": "* torch thread* (*load average * on * cores*)"}[expected]
+    result.stdout.fnmatch_lines([f"hparams: device *, torch *, {said}"])
 
 
 def test_header_without_xdist_is_unchanged(pytester):
     pytester.makepyfile("def test_x():\n    pass\n")
     result = pytester.runpytest("--hparams-device", "cpu")
-    result.stdout.fnmatch_lines(["hparams: device cpu, torch *, * threads"])
+    result.stdout.fnmatch_lines(["hparams: device cpu, torch *, * torch thread* (*)"])
     assert not re.search(r"xdist workers", result.stdout.str())
 
