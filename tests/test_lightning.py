@@ -204,13 +204,22 @@ def test_xdist_workers_train_lightning_and_report_every_row(pytester, monkeypatc
     for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
         monkeypatch.delenv(name, raising=False)
     pytester.makepyfile(test_lit=GRID)
+    pytester.runpytest(*ARGS, "--hparams-json", "alone.json").assert_outcomes(passed=2)
     result = pytester.runpytest_subprocess(*ARGS, "-n", "2", "--hparams-json", "run.json")
     result.assert_outcomes(passed=2)
     assert result.stdout.str().count("hyperparameter comparison") == 1
     result.stdout.fnmatch_lines(["*0.003*0.* ± *passed", "*0.03*0.* ± *passed"])
-    trials = _trials(pytester)
-    assert {t["worker"] for t in trials.values()} == {"gw0", "gw1"}
-    assert all(len(run["history"]) == 3 for t in trials.values() for run in t["runs"])
+    spread, alone = _trials(pytester), _trials(pytester, "alone.json")
+    assert {t["worker"] for t in spread.values()} == {"gw0", "gw1"}
+    assert list(spread) == list(alone)
+    for item, trial in spread.items():  # the same runs, to the last bit, as in one process
+        assert _measured(trial) == _measured(alone[item])
+
+
+def _measured(trial: dict) -> list[list[dict]]:
+    """Each run's per-epoch metrics, without the seconds (which vary from run to run)."""
+    return [[{k: v for k, v in row.items() if k != "seconds"} for row in run["history"]]
+            for run in trial["runs"]]
 
 
 # --------------------------------------------------------------------------- fit_lightning itself
@@ -252,6 +261,18 @@ def _loaders(batch_size: int = 16) -> tuple[DataLoader, DataLoader]:
     return DataLoader(data, batch_size=batch_size, shuffle=True), DataLoader(data, batch_size=32)
 
 
+class Batches(L.LightningDataModule):
+    def __init__(self, batch_size: int = 16):
+        super().__init__()
+        self.save_hyperparameters()
+
+    def train_dataloader(self):
+        return _loaders(self.hparams.batch_size)[0]
+
+    def val_dataloader(self):
+        return _loaders()[1]
+
+
 def _fit(*args, **kwargs) -> TrialResult:
     """``fit_lightning`` recorded apart from this test's own recorder (each call a fresh trial)."""
     with recording_into(TrialRecorder(TrialResult(seeds=[0]))):
@@ -273,6 +294,13 @@ def test_the_run_holds_what_the_module_logged_under_the_tables_names():
         assert "train_loss" in run.final and "train_loss_epoch" not in run.final
     assert result.accuracy == pytest.approx(0.8)
     assert "PL_GLOBAL_SEED" not in os.environ and "PL_SEED_WORKERS" not in os.environ
+
+
+def test_a_datamodule_and_a_step_budget_serve_as_well():
+    hparams = HParams({"lr": 0.1, "batch_size": 8}, seeds=(0,))
+    result = _fit(Scripted, Batches(batch_size=8), hparams, trainer_kwargs={"max_steps": 12})
+    assert result.runs[0].epochs == 3  # 32 samples in batches of 8: 4 steps an epoch
+    assert [row["accuracy"] for row in result.runs[0].history] == pytest.approx([0.5, 0.6, 0.7])
 
 
 def test_a_reached_target_stops_the_trainer_and_a_nan_loss_is_diverged():
@@ -371,6 +399,8 @@ def test_ctrl_c_stays_a_keyboard_interrupt_with_sigint_handled_again():
      "how many epochs"),
     (lambda: _fit(Scripted, _loaders(batch_size=16), _hparams(batch_size=8)),
      SettingsError, r"'batch_size' is 8 but the train loader was built with batch_size=16"),
+    (lambda: _fit(Scripted, Batches(batch_size=16), _hparams(batch_size=8)), SettingsError,
+     r"'batch_size' is 8 but the LightningDataModule was built with batch_size=16"),
     (lambda: _fit(Scripted, _loaders(), _hparams(),
                            trainer_kwargs={"accelerator": "gpu"}),
      SettingsError, r"trainer_kwargs\['accelerator'\]: the device comes from device="),
