@@ -340,9 +340,8 @@ def _fit_inputs(data: Any, hparams: Mapping[str, Any], where: str) -> dict[str, 
         raise TypeError(f"{where}fit_lightning(): data must be a LightningDataModule, a "
                         f"(train_loader, val_loader) pair or a train loader, got "
                         f"{type(data).__name__}")
+    # a validation loader's batch size changes no result, so it may differ
     _check_batch_size(train, hparams, "the train loader", where)
-    if val is not None:
-        _check_batch_size(val, hparams, "the val loader", where)
     return {"train_dataloaders": train, "val_dataloaders": val}
 
 

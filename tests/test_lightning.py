@@ -1,6 +1,7 @@
 """Lightning: a LightningModule trained through its own steps by a real Trainer, each seed a
 recorded run that the table, the result files, the gate and xdist see as they see ``fit``'s."""
 
+import contextvars
 import importlib
 import json
 import math
@@ -294,6 +295,14 @@ def test_the_run_holds_what_the_module_logged_under_the_tables_names():
         assert "train_loss" in run.final and "train_loss_epoch" not in run.final
     assert result.accuracy == pytest.approx(0.8)
     assert "PL_GLOBAL_SEED" not in os.environ and "PL_SEED_WORKERS" not in os.environ
+
+
+def test_outside_pytest_it_records_a_trial_of_its_own():
+    result = contextvars.Context().run(  # no test's recorder in this context
+        fit_lightning, Scripted, _loaders(), {"lr": 0.1, "epochs": 2, "batch_size": 16})
+    assert (result.config_id, result.hparams, result.device) == (
+        "default", {"lr": 0.1, "epochs": 2, "batch_size": 16}, "cpu")
+    assert [len(run.history) for run in result.runs] == [2]
 
 
 def test_a_datamodule_and_a_step_budget_serve_as_well():
