@@ -1,7 +1,7 @@
 """The README's Lightning example: a LightningModule (its own ``configure_optimizers``, a
 torchmetrics accuracy, ``save_hyperparameters``) and a LightningDataModule on the bundled
 digits, tested over a grid with ``fit_lightning``, and with a Trainer of the test's own through
-``HParamsCallback``. Run it with ``pytest examples/test_lightning.py``; it needs
+``HParamsCallback``. Run it with ``pytest examples/test_lightning_digits.py``; it needs
 ``pip install "pytest-hparams[lightning]"``."""
 
 import pytest
