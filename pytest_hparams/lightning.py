@@ -259,6 +259,10 @@ def fit_lightning(
     device = resolve_device(device if device is not None else recorder.result.device or "cpu")
     recorder.result.device = str(device)
     options = dict(trainer_kwargs or {})
+    clash = [key for key in _OWN_KEYWORDS if key in options]
+    if clash:
+        raise SettingsError(f"{where}fit_lightning(): trainer_kwargs[{clash[0]!r}]: "
+                            f"{_OWN_KEYWORDS[clash[0]]}")
     user_callbacks = list(options.pop("callbacks", None) or [])
     planned = _epochs(hparams, epochs, options, where)
     inputs = _fit_inputs(data, hparams, where)
@@ -297,10 +301,6 @@ def _standalone_recorder(hparams: Mapping[str, Any]) -> TrialRecorder:
 def _epochs(hparams: Mapping[str, Any], epochs: int | None, options: Mapping[str, Any],
             where: str) -> int | None:
     """The most epochs to train: from ``epochs=``, the hparams or ``max_epochs``, in one place."""
-    for key in _OWN_KEYWORDS:
-        if key in options:
-            raise SettingsError(f"{where}fit_lightning(): trainer_kwargs[{key!r}]: "
-                                f"{_OWN_KEYWORDS[key]}")
     given = {place: value for place, value in (
         ("epochs=", epochs), ("the hparams' epochs", hparams.get("epochs")),
         ("trainer_kwargs' max_epochs", options.get("max_epochs"))) if value is not None}
