@@ -24,7 +24,9 @@ _SOURCES = {
     "digits": "data",
     "evaluate": "training.loop",
     "fit": "training.fit",
+    "fit_lightning": "lightning",
     "HParams": "hparams",
+    "HParamsCallback": "lightning",
     "HParamsError": "errors",
     "initialise": "models",
     "int_uniform": "space",
@@ -55,6 +57,7 @@ _SOURCES = {
     "sweep": "sweep",
     "Threshold": "metrics",
     "Tolerance": "gate.tolerance",
+    "trainer_device": "lightning",
     "TrainSettings": "settings",
     "TrialRecorder": "recording",
     "TrialResult": "trial",
@@ -68,6 +71,7 @@ __all__ = [
     "Comparison",
     "DeviceUnavailable",
     "HParams",
+    "HParamsCallback",
     "HParamsError",
     "MetricSummary",
     "ResultsFileError",
@@ -92,6 +96,7 @@ __all__ = [
     "digits",
     "evaluate",
     "fit",
+    "fit_lightning",
     "initialise",
     "int_uniform",
     "log_uniform",
@@ -108,6 +113,7 @@ __all__ = [
     "save_run",
     "seed_everything",
     "sweep",
+    "trainer_device",
     "uniform",
     "write_run",
 ]
@@ -125,6 +131,7 @@ if TYPE_CHECKING:
     from .gate.tolerance import Tolerance, parse_tolerance
     from .gate.verdicts import Comparison, compare_metric, compare_runs
     from .hparams import HParams
+    from .lightning import HParamsCallback, fit_lightning, trainer_device
     from .metrics import MetricSummary, Threshold, lower_is_better
     from .models import MLP, SmallCNN, initialise
     from .plots import plot_curves

@@ -46,6 +46,13 @@ def current_recorder() -> TrialRecorder | None:
     return _current.get()
 
 
+def standalone_recorder(hparams: Mapping[str, Any]) -> TrialRecorder:
+    """A recorder for a training call made outside any test item (or outside pytest)."""
+    seeds = list(getattr(hparams, "seeds", (0,)))
+    return TrialRecorder(TrialResult(hparams=dict(hparams), seeds=seeds,
+                                     config_id=getattr(hparams, "id", "default")))
+
+
 @contextlib.contextmanager
 def recording_into(recorder: TrialRecorder) -> Iterator[TrialRecorder]:
     token = _current.set(recorder)

@@ -10,7 +10,7 @@ import torch
 
 from ..devices import resolve_device
 from ..hparams import HParams
-from ..recording import TrialRecorder, current_recorder
+from ..recording import current_recorder, standalone_recorder
 from ..settings import TrainSettings
 from ..trial import TrialResult
 from .loop import train_seeds
@@ -56,7 +56,7 @@ def fit(
     """
     hparams = hparams if hparams is not None else HParams()
     config = TrainSettings.resolve(hparams, settings)
-    recorder = current_recorder() or _standalone_recorder(hparams)
+    recorder = current_recorder() or standalone_recorder(hparams)
     if seeds is None:
         seeds = hparams.seeds if isinstance(hparams, HParams) else recorder.seeds
     if device is None:
@@ -90,8 +90,3 @@ def _load_optimizer_machinery() -> None:
     a small CPU); do it once here so that no trial's timings include it."""
     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
 
-
-def _standalone_recorder(hparams: Mapping[str, Any]) -> TrialRecorder:
-    seeds = list(getattr(hparams, "seeds", (0,)))
-    return TrialRecorder(TrialResult(hparams=dict(hparams), seeds=seeds,
-                                     config_id=getattr(hparams, "id", "default")))
