@@ -208,7 +208,7 @@ class _GateHooks:
         settings = self.settings
         if settings.baseline is not None:
             environment = {**hparams.environment, "device": str(hparams.device)}
-            self.comparison = compare_runs(settings.baseline, list(hparams.trials.values()),
+            self.comparison = compare_runs(settings.baseline, hparams.ordered_trials(),
                                            settings.rules, settings.alpha,
                                            environment=environment)
             markdown = markdown_comparison(self.comparison)
@@ -218,7 +218,7 @@ class _GateHooks:
             self.comparison is not None or hparams.outputs.markdown is not None
         ):
             text = markdown_comparison(self.comparison) if self.comparison is not None else ""
-            text += "\n## Results\n\n" + markdown_tables(hparams.trials.values())
+            text += "\n## Results\n\n" + markdown_tables(hparams.ordered_trials())
             append_markdown(os.environ["GITHUB_STEP_SUMMARY"], text)
         if settings.save:
             run = hparams.run_file()
