@@ -3,11 +3,17 @@ that passed, a crashed xdist worker's item, colliding ids, shadowed keys, late e
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pytest_hparams import HParams, TrialRecorder, fit, read_run
+from pytest_hparams.errors import SpaceError
 from pytest_hparams.recording import recording_into
+from pytest_hparams.space import parse_space
 
 # pytester's in-process runs drop the modules they import, and some cannot be imported twice
 # (scikit-learn's compiled parts; torch's optimiser and vmap machinery): import them out here.
@@ -312,3 +318,71 @@ def test_empty_or_mismatched_data_is_an_error_naming_the_argument(pytester, trai
     (trial,) = trials.values()
     assert trial.outcome == "failed"
     assert not any(run.status == "ok" for run in trial.runs)
+
+
+# --------------------------------------------------------------------------- ids and keys
+
+
+def test_ids_that_collide_across_axes_are_a_collection_error(pytester):
+    """a=1-b=2 with b=2, and a=1 with b=2-b=2, both join to a=1-b=2-b=2: pytest used to
+    rename one of them silently (a=1-b=2-b=20, a=1-b=2-b=21)."""
+    pytester.makepyfile(test_ids="""
+        import pytest
+
+        @pytest.mark.hparams(a=['1-b=2', '1'], b=['2', '2-b=2'])
+        def test_a(hparams):
+            pass
+    """)
+    outcome = pytester.runpytest("--co", "-q")
+    outcome.stdout.fnmatch_lines([
+        "*test_ids.py::test_a: hparams key 'a': the configurations a='1-b=2', b='2' and "
+        "a='1', b='2-b=2' would both have the id 'a=1-b=2-b=2'*dict of id -> value*"])
+    assert "b=20" not in outcome.stdout.str()
+    assert outcome.ret == pytest.ExitCode.INTERRUPTED  # a collection error
+
+
+# Values made of pieces of ids, so that one axis's value can run into the next axis's id.
+_id_pieces = st.lists(st.sampled_from(["1", "2", "-b=", "-c="]), min_size=1,
+                      max_size=4).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["a", "b", "c"]),
+                       st.lists(_id_pieces, min_size=1, max_size=3, unique=True),
+                       min_size=1, max_size=3))
+def test_configurations_expand_with_distinct_ids_or_not_at_all(axes):
+    try:
+        configs = parse_space("t.py::test", (), axes).expand()
+    except SpaceError as exc:
+        assert "would both have the id" in str(exc)
+        configurations = list(itertools.product(*axes.values()))
+        ids = ["-".join(f"{k}={v}" for k, v in zip(axes, point, strict=True))
+               for point in configurations]
+        assert len(set(ids)) < len(ids)
+        return
+    assert len({c.id for c in configs}) == len(configs)
+
+
+@pytest.mark.parametrize("key", ["id", "items", "get", "values", "keys", "axes", "_values"])
+def test_a_key_that_attribute_access_would_shadow_is_a_collection_error(pytester, key):
+    """hparams.items is the mapping's method, never a hyperparameter named items."""
+    pytester.makepyfile(test_keys=f"""
+        import pytest
+
+        @pytest.mark.hparams({key}=[1, 2])
+        def test_a(hparams):
+            pass
+    """)
+    outcome = pytester.runpytest("--co", "-q")
+    outcome.stdout.fnmatch_lines([
+        f"*test_keys.py::test_a: hparams key '{key}': hparams.{key} is *so it cannot give "
+        f"this hyperparameter; rename it*"])
+    assert outcome.ret == pytest.ExitCode.INTERRUPTED
+
+
+def test_a_key_named_like_a_method_is_refused_in_a_sweep_too():
+    from pytest_hparams import sweep
+
+    with pytest.raises(SpaceError, match=r"hparams key 'values': hparams\.values is"):
+        sweep(torch.nn.Linear(2, 2), (torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)),
+              space={"values": [1, 2]})

@@ -146,27 +146,32 @@ def differing_keys(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
 class ReadHParams(HParams):
     """HParams that remember which keys a model factory read."""
 
-    __slots__ = ("read",)
+    __slots__ = ("_read",)
 
     def __init__(self, hparams: HParams) -> None:
         super().__init__(dict(hparams), seeds=hparams.seeds, id=hparams.id, axes=hparams.axes)
-        object.__setattr__(self, "read", set())
+        object.__setattr__(self, "_read", set())
 
     def __getitem__(self, key: str) -> Any:
-        self.read.add(key)
+        self._read.add(key)
         return super().__getitem__(key)
 
     def __getattr__(self, name: str) -> Any:
-        self.read.add(name)
+        self._read.add(name)
         return super().__getattr__(name)
 
     def __contains__(self, key: object) -> bool:
-        self.read.add(key)
+        self._read.add(key)
         return key in self._values
 
     def __iter__(self) -> Any:
-        self.read.update(self._values)
+        self._read.update(self._values)
         return super().__iter__()
+
+
+def keys_read(hparams: Mapping[str, Any]) -> set[str]:
+    """The keys a model factory read from ``hparams`` (a ``ReadHParams``; none from others)."""
+    return set(hparams._read) if isinstance(hparams, ReadHParams) else set()
 
 
 def captures_hparams(function: Any, depth: int = 0) -> bool:

@@ -50,6 +50,7 @@ from .compat import (
     captures_hparams,
     differing_keys,
     hparams_difference,
+    keys_read,
     model_problem,
     read_argument,
     same_value,
@@ -275,7 +276,7 @@ class Group:
         tracked = ReadHParams(hparams) if isinstance(hparams, HParams) else hparams
         for seed in self.call.seeds:
             self.slots.append(self._build(0, seed, self.config, tracked))
-        return set(getattr(tracked, "read", ()))
+        return keys_read(tracked)
 
     def built(self) -> dict[int, tuple[nn.Module, RngState]]:
         """The leader's models built so far (untouched: the stack trains copies)."""
@@ -303,7 +304,7 @@ class Group:
         except Exception as exc:
             return f"building its model raised {describe(exc)}"
         if self.restrict_keys:
-            allowed = BATCHED_SETTINGS | leader_reads | tracked.read
+            allowed = BATCHED_SETTINGS | leader_reads | keys_read(tracked)
             own = self.leader_hparams
             other = [k for k in differing_keys(own, member.hparams) if k not in allowed]
             if other:
