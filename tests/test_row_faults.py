@@ -386,3 +386,71 @@ def test_a_key_named_like_a_method_is_refused_in_a_sweep_too():
     with pytest.raises(SpaceError, match=r"hparams key 'values': hparams\.values is"):
         sweep(torch.nn.Linear(2, 2), (torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)),
               space={"values": [1, 2]})
+
+
+# --------------------------------------------------------------------------- late epochs, sweeps
+
+
+def test_log_epoch_after_the_run_finished_is_an_error_naming_the_test_and_seed(pytester):
+    pytester.makepyfile(test_late="""
+        import pytest
+
+        @pytest.mark.hparams(lr=[0.1], seeds=2)
+        def test_late(hparams, hparams_trial):
+            finished = []
+            for run in hparams_trial.runs():
+                run.log_epoch(loss=1.0)
+                finished.append(run)
+            finished[0].log_epoch(loss=0.5)
+    """)
+    outcome, trials = _run(pytester)
+    outcome.assert_outcomes(failed=1)
+    outcome.stdout.fnmatch_lines([
+        "*HParamsError: test_late.py::test_late?lr=0.1?: seed 0: log_epoch() was called after "
+        "its run finished*"])
+    (trial,) = trials.values()
+    assert [len(run.history) for run in trial.runs] == [1, 1]
+
+
+SWEEP_WITH_A_FAILING_ROW = """
+from pytest_hparams import MLP, digits, sweep
+
+DATA = digits()
+
+
+def model(hp):
+    if hp.width < 0:
+        raise ValueError("width must be positive")
+    return MLP(64, 10, hidden=hp.width)
+
+
+def test_sweep():
+    sweep(model, DATA.train, DATA.val, epochs=1{options},
+          space={{"width": [16, -1, 32], "seeds": 2}})
+"""
+
+
+@pytest.mark.parametrize("options", ["", ", vectorize=False", ", batch_size=0"],
+                         ids=["vectorised", "one-by-one", "every-row-fails"])
+def test_a_sweep_row_that_raises_fails_on_its_own_row_and_the_later_rows_train(pytester,
+                                                                                options):
+    pytester.makepyfile(test_sweep=SWEEP_WITH_A_FAILING_ROW.format(options=options))
+    outcome, trials = _run(pytester)
+    outcome.assert_outcomes(failed=1)
+    rows = {nodeid.rpartition("::")[2]: trial for nodeid, trial in trials.items()}
+    assert list(rows) == ["width=16", "width=-1", "width=32"]
+    if options == ", batch_size=0":  # every row raises, before any run, each its own error
+        assert all(trial.outcome == "failed" and "batch_size" in trial.reason
+                   for trial in rows.values())
+        return
+    failing = rows["width=-1"]
+    assert failing.outcome == "failed"
+    assert "ValueError: width must be positive" in failing.reason
+    outcome.stdout.fnmatch_lines(["FAILED test_sweep.py::test_sweep - ValueError: width must "
+                                  "be positive"])
+    for width in ("width=16", "width=32"):
+        assert rows[width].outcome == "passed", rows[width]
+        assert rows[width].status == "ok" and len(rows[width].runs) == 2
+        assert "width must be positive" not in rows[width].reason
+    table = outcome.stdout.str().split("hyperparameter comparison")[1].split("short test")[0]
+    assert table.count("width must be positive") == 1
