@@ -10,7 +10,10 @@ from typing import Any
 class HParams(Mapping[str, Any]):
     """One configuration's hyperparameters: ``hparams["lr"]``, ``hparams.lr``, ``hparams.get``.
 
-    ``seeds`` are the training seeds of this configuration and ``id`` its test id.
+    ``seeds`` are the training seeds of this configuration and ``id`` its test id. Attribute
+    access gives a hyperparameter unless the mapping has an attribute of that name (``get``,
+    ``items``, ``keys``, ``values``, ``id``, ``axes``, ``seeds``): the marker refuses such keys
+    (``shadowed``), so ``hparams.name`` never means two things.
     """
 
     __slots__ = ("_values", "axes", "id", "seeds")
@@ -55,3 +58,29 @@ class HParams(Mapping[str, Any]):
     def __repr__(self) -> str:
         inner = ", ".join(f"{k}={v!r}" for k, v in self._values.items())
         return f"HParams({inner}; seeds={list(self.seeds)})"
+
+
+_OWN = {
+    "get": "the mapping's get() method",
+    "items": "the mapping's items() method",
+    "keys": "the mapping's keys() method",
+    "values": "the mapping's values() method",
+    "id": "the configuration's test id",
+    "axes": "the names of the axes that vary",
+    "seeds": "the training seeds",
+}
+
+
+def shadowed(key: str) -> str | None:
+    """What ``hparams.<key>`` gives instead of a hyperparameter named ``key``, or None when
+    attribute access would give the hyperparameter."""
+    if key in _OWN:
+        return _OWN[key]
+    if key in _ATTRIBUTES:
+        return "an attribute of the mapping itself"
+    return None
+
+
+# Mapping's methods and HParams' fields answer attribute access before __getattr__ is asked;
+# a preferring __getattr__ is no way out: dict(hparams) and **hparams call hparams.keys().
+_ATTRIBUTES = frozenset(dir(HParams))

@@ -31,7 +31,13 @@ from .items import (
 from .marker import merge_markers, parse_marker
 from .placement import check_options, describe, device_chosen
 from .plots import check_matplotlib
-from .recording import TrialRecorder, free_accelerator_memory, is_out_of_memory, recording_into
+from .recording import (
+    TrialRecorder,
+    free_accelerator_memory,
+    is_out_of_memory,
+    recording_into,
+    settle_sweep_rows,
+)
 from .report import TABLE_WIDTH, render_tables
 from .session import SESSION_KEY, HParamsSession
 from .sharing import add_options as add_sharing_options
@@ -333,9 +339,11 @@ class _SessionHooks:
         self.written: list[Path] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        for data in getattr(report, "hparams_trials", ()):
-            if isinstance(data, Mapping):
-                self.session.add(TrialResult.from_dict(dict(data)))
+        trials = [TrialResult.from_dict(dict(data))
+                  for data in getattr(report, "hparams_trials", ()) if isinstance(data, Mapping)]
+        settle_sweep_rows(trials, report.nodeid)
+        for trial in trials:
+            self.session.add(trial)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.session.set_collection_order([item.nodeid for item in session.items])

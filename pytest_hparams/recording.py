@@ -21,12 +21,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any
 
+from .errors import HParamsError
 from .metrics import Threshold, parse_threshold
 from .trial import SeedRun, TrialResult, best_value
 
 #: Per-epoch values that describe the epoch rather than measure the model: kept in the history,
 #: left out of the final metrics.
 CONTEXT_KEYS = ("epoch", "seconds", "lr")
+#: The note on a sweep's row whose ``fit`` raised, followed by the error.
+ROW_RAISED = "this configuration raised "
 
 _current: ContextVar[TrialRecorder | None] = ContextVar("pytest_hparams_recorder", default=None)
 
@@ -101,8 +104,10 @@ class RunRecorder:
         stop_at_target: bool,
         epochs: int | None,
         on_epoch: Callable[[RunRecorder], None] | None,
+        trial: str = "",
     ) -> None:
         self.record = record
+        self.trial = trial
         self.target = target
         self.stop_at_target = stop_at_target
         self.planned_epochs = epochs
@@ -123,8 +128,17 @@ class RunRecorder:
         return self.record.status == "diverged"
 
     def log_epoch(self, **metrics: float) -> bool:
-        """Record one epoch's metrics; True when training should stop (target or divergence)."""
+        """Record one epoch's metrics; True when training should stop (target or divergence).
+
+        A finished run takes no more epochs: its final metrics are already recorded.
+        """
         run = self.record
+        if self.finished:
+            raise HParamsError(
+                f"{self.trial or 'hparams'}: seed {run.seed}: log_epoch() was called after its "
+                f"run finished (the loop moved on to the next seed, or the run was closed), so "
+                f"this epoch would be lost; log each epoch inside its seed's iteration of "
+                f"hparams_trial.runs()")
         row: dict[str, float] = {"epoch": len(run.history) + 1, "seconds": self.elapsed}
         row.update({k: float(v) for k, v in metrics.items()})
         run.history.append(row)
@@ -222,7 +236,8 @@ class TrialRecorder:
         self.result.runs.append(record)
         seed_everything(seed)
         self.active = RunRecorder(record, target=thresholds, stop_at_target=stop_at_target,
-                                  epochs=epochs, on_epoch=self.on_epoch)
+                                  epochs=epochs, on_epoch=self.on_epoch,
+                                  trial=self.result.nodeid or self.result.config_id)
         return self.active
 
     @contextlib.contextmanager
@@ -260,6 +275,13 @@ class TrialRecorder:
             recorder.finish()
             self.active = None
 
+    def raised(self, exc: BaseException) -> None:
+        """Note that this sweep row's ``fit`` raised ``exc`` (see ``settle_sweep_rows``)."""
+        self.close_active(describe(exc))
+        note = ROW_RAISED + describe(exc)
+        if note not in self.result.notes:
+            self.result.notes.append(note)
+
     def close_active(self, error: str | None = None, status: str = "error") -> None:
         """Finish a run the test left open; with ``error``, the run is marked ``status``."""
         if self.active is not None and not self.active.finished:
@@ -267,6 +289,25 @@ class TrialRecorder:
                 self.active.fail(status, error)
             self.active.finish()
         self.active = None
+
+
+def settle_sweep_rows(trials: Iterable[TrialResult], nodeid: str) -> None:
+    """Give the rows of the sweeps test ``nodeid`` ran their own outcome when a row raised.
+
+    Every trial of a test item carries the item's outcome and failure message. A sweep trains
+    every row even when one raises, then raises the first error; that failure is the raising
+    rows', and the rows that trained are shown passed, without another row's error.
+    """
+    rows = [t for t in trials if t.test == nodeid and t.nodeid != nodeid]
+    raised = {id(t): n for t in rows for n in t.notes if n.startswith(ROW_RAISED)}
+    if not raised:
+        return  # the test failed (or passed) as a whole: every row keeps its outcome
+    for trial in rows:
+        if id(trial) in raised:
+            trial.outcome = "failed"
+            trial.message = raised[id(trial)].removeprefix(ROW_RAISED)
+        elif trial.outcome == "failed" and trial.status == "ok":
+            trial.outcome, trial.message = "passed", ""
 
 
 def describe(exc: BaseException) -> str:

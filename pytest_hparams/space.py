@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import SpaceError
+from .hparams import shadowed
 from .metrics import Threshold, parse_threshold
 
 DEFAULT_MAX_TRIALS = 10_000
@@ -265,12 +266,32 @@ class Space:
                     continue
                 configs.append(Config(values, axes, "-".join(ids) or "default", len(configs),
                                       labels))
+        self._check_ids(configs)
         if not configs:
             raise SpaceError(
                 f"{self.test}: hparams key 'where': the constraint removes every one of the "
                 f"{self.size_before_filter} combinations; loosen it or widen the axes"
             )
         return configs
+
+    def _check_ids(self, configs: list[Config]) -> None:
+        """Two configurations whose ids join to the same text (``a='1-b=2', b='2'`` and
+        ``a='1', b='2-b=2'``) would be told apart only by a suffix pytest adds: refuse them."""
+        seen: dict[str, Config] = {}
+        for config in configs:
+            other = seen.setdefault(config.id, config)
+            if other is config:
+                continue
+            def shown(c: Config) -> str:
+                return ", ".join(f"{k}={c.values[k]!r}" for k in c.axes)
+
+            key = next((k for k in config.axes
+                        if repr(config.values[k]) != repr(other.values[k])), config.axes[0])
+            raise SpaceError(
+                f"{self.test}: hparams key {key!r}: the configurations {shown(other)} and "
+                f"{shown(config)} would both have the id {config.id!r}; give values whose ids "
+                f"do not run into another axis's, or a dict of id -> value"
+            )
 
     def strategy(self) -> Any:
         """A hypothesis strategy drawing configurations from this space (grid and sampled)."""
@@ -359,6 +380,10 @@ class _Parser:
             if key in OPTIONS:
                 options[key] = value
                 continue
+            own = shadowed(key)
+            if own is not None:
+                raise self.error(key, f"hparams.{key} is {own}, so it cannot give this "
+                                      f"hyperparameter; rename it (for example to 'hp_{key}')")
             self._check_spelling(key, value)
             order.append(key)
             if isinstance(value, Distribution):

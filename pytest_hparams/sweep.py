@@ -24,7 +24,9 @@ def sweep(model: ModelSpec, train: Any, val: Any = None, *, space: Mapping[str, 
     """Train every configuration of ``space`` (marker keywords: axes, ``seeds``, ``samples``,
     ``seed``, ``where``) with ``fit(model, train, val, hparams, **fit_kwargs)``.
 
-    Use a factory ``(hparams) -> Module`` for ``model`` when the architecture varies.
+    Use a factory ``(hparams) -> Module`` for ``model`` when the architecture varies. A
+    configuration whose ``fit`` raises is recorded as failed on its own row and the later ones
+    still train (a sweep is there to compare them); then the first error is raised.
     """
     parent = current_recorder()
     name = parent.result.nodeid if parent is not None and parent.result.nodeid else "sweep"
@@ -36,6 +38,7 @@ def sweep(model: ModelSpec, train: Any, val: Any = None, *, space: Mapping[str, 
             for c in configs]
     group = sweep_peers(rows, vectorize=marker.vectorize)
     results = []
+    first_error: Exception | None = None
     for config, row in zip(configs, rows, strict=True):
         hparams = row.hparams
         if parent is not None:
@@ -46,5 +49,12 @@ def sweep(model: ModelSpec, train: Any, val: Any = None, *, space: Mapping[str, 
                                                  axes=list(config.axes), labels=dict(config.labels),
                                                  seeds=list(parsed.seeds)))
         with recording_into(recorder), group.running(row.key):
-            results.append(fit(model, train, val, hparams, **fit_kwargs))
+            try:
+                results.append(fit(model, train, val, hparams, **fit_kwargs))
+            except Exception as exc:
+                recorder.raised(exc)
+                results.append(recorder.result)
+                first_error = first_error or exc
+    if first_error is not None:
+        raise first_error
     return results

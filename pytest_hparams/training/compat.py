@@ -1,7 +1,8 @@
 """Whether a model, a ``fit`` call or another configuration can join a stack, and if not why.
 
 A stack trains rows that would each train the same way on their own: the same call (model,
-data, loss, target, settings: ``FitCall``, compared with ``same_value``), models of one
+data, loss, target, settings: ``FitCall``, each argument frozen by value when the call is made,
+see ``snapshot``), a loss and augmentation that keep no state between calls, models of one
 structure that ``torch.func`` can stack, and configurations that differ only in what ``fit``
 batches or what the model factory reads. Every ``str | None`` function here returns the
 reason something cannot stack, as noted on the trial, or None.
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 
 from ..hparams import HParams
+from .snapshot import Snapshot, difference, has_hooks, reset_by_torch, snapshot
 from .sources import Sources
 
 #: Settings that may differ between the rows of one stack.
@@ -29,6 +31,10 @@ BATCHED_SETTINGS = frozenset({"lr", "momentum", "weight_decay", "l1", "schedule"
                               "step_size", "clip", "label_smoothing", "epochs", "augment",
                               "optimizer", "betas"})
 _DEVICES = ("cpu", "cuda", "mps")
+_CALL_ARGUMENTS = ("model", "train", "val", "test", "loss_fn", "target", "stop_at_target",
+                   "seeds", "device", "default_dtype")
+#: The arguments a difference is worth spelling out for: what a callable read.
+_CALLABLES = ("model", "loss_fn")
 
 
 class CannotVectorize(Exception):
@@ -62,17 +68,49 @@ class FitCall:
     settings: Mapping[str, Any]
     default_dtype: torch.dtype = field(default_factory=torch.get_default_dtype)
 
+    @functools.cached_property
+    def reads(self) -> dict[str, Snapshot]:
+        """Every argument frozen by value the first time this is asked for: a leader asks
+        before it builds any model, a member when its own call is made."""
+        reads = {name: read_argument(name, getattr(self, name)) for name in _CALL_ARGUMENTS}
+        for key, value in self.settings.items():
+            reads[f"keyword {key}="] = read_argument(key, value)
+        return reads
+
     def difference(self, other: FitCall) -> str | None:
-        """What makes ``other`` a different call (None when it is the same)."""
-        for name in ("model", "train", "val", "test", "loss_fn", "target", "stop_at_target",
-                     "seeds", "device", "default_dtype"):
-            if not same_value(getattr(self, name), getattr(other, name)):
-                return f"its fit() {name} differs"
-        keys = sorted(set(self.settings) | set(other.settings))
-        for key in keys:
-            if not same_value(self.settings.get(key), other.settings.get(key)):
+        """What makes ``other`` a different call (None when it is the same): any argument,
+        or anything a model factory or loss reads, with another value than at this call."""
+        mine, theirs = self.reads, other.reads
+        for name in _CALL_ARGUMENTS:
+            found = difference(mine[name], theirs[name])
+            if found is not None:
+                detail = f" ({found})" if name in _CALLABLES else ""
+                return f"its fit() {name} differs{detail}"
+        for key in dict.fromkeys([*self.settings, *other.settings]):
+            name = f"keyword {key}="
+            if name not in mine or name not in theirs or difference(mine[name], theirs[name]):
                 return f"its fit() keyword {key}= differs"
         return None
+
+
+def read_argument(name: str, value: Any) -> Snapshot:
+    """``value``, an argument ``name`` of ``fit``, frozen now. A loss or augmentation must
+    also be proven to keep no state; a module given as the model is re-initialised per seed."""
+    return snapshot(value, strict=name in ("loss_fn", "augment"),
+                    reset_modules=name == "model" and isinstance(value, nn.Module))
+
+
+def stateful(name: str, value: Any, read: Snapshot | None = None) -> str | None:
+    """Why a stack may not call ``value``, the ``loss_fn`` or ``augment`` function (``read``:
+    it frozen already), in place of the one-by-one loop's calls; None for a function that keeps
+    no state."""
+    if value is None or isinstance(value, str):
+        return None
+    problem = (read or snapshot(value, strict=True)).problem
+    if problem is None:
+        return None
+    return (f"the {name} {problem}: fit cannot prove that it keeps no state between calls, "
+            f"and a stack calls it once per step for all its runs")
 
 
 def call_problem(call: FitCall, sources: Sources) -> str | None:
@@ -88,7 +126,8 @@ def call_problem(call: FitCall, sources: Sources) -> str | None:
     assert train is not None
     if call.loss_fn is None and train[1].is_floating_point():
         return "the default loss with floating-point labels (class probabilities)"
-    return None
+    # The call is read here, before the leader builds anything (``FitCall.reads``).
+    return stateful("loss_fn", call.loss_fn, call.reads["loss_fn"])
 
 
 def hparams_difference(trained: HParams, given: Mapping[str, Any]) -> str | None:
@@ -107,27 +146,32 @@ def differing_keys(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
 class ReadHParams(HParams):
     """HParams that remember which keys a model factory read."""
 
-    __slots__ = ("read",)
+    __slots__ = ("_read",)
 
     def __init__(self, hparams: HParams) -> None:
         super().__init__(dict(hparams), seeds=hparams.seeds, id=hparams.id, axes=hparams.axes)
-        object.__setattr__(self, "read", set())
+        object.__setattr__(self, "_read", set())
 
     def __getitem__(self, key: str) -> Any:
-        self.read.add(key)
+        self._read.add(key)
         return super().__getitem__(key)
 
     def __getattr__(self, name: str) -> Any:
-        self.read.add(name)
+        self._read.add(name)
         return super().__getattr__(name)
 
     def __contains__(self, key: object) -> bool:
-        self.read.add(key)
+        self._read.add(key)
         return key in self._values
 
     def __iter__(self) -> Any:
-        self.read.update(self._values)
+        self._read.update(self._values)
         return super().__iter__()
+
+
+def keys_read(hparams: Mapping[str, Any]) -> set[str]:
+    """The keys a model factory read from ``hparams`` (a ``ReadHParams``; none from others)."""
+    return set(hparams._read) if isinstance(hparams, ReadHParams) else set()
 
 
 def captures_hparams(function: Any, depth: int = 0) -> bool:
@@ -214,11 +258,6 @@ def public_attributes(module: nn.Module, skip: tuple[str, ...] = ()) -> dict[str
             if not k.startswith("_") and k != "training" and k not in skip}
 
 
-def has_hooks(module: nn.Module) -> bool:
-    return any(getattr(module, name, None) for name in (
-        "_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"))
-
-
 # --------------------------------------------------------------------------- equal values
 
 
@@ -293,7 +332,7 @@ def _same_module(a: nn.Module, b: nn.Module, depth: int) -> bool:
             return False
         if not same_value(public_attributes(left), public_attributes(right), depth):
             return False
-        reset = _reset_by_torch(left)
+        reset = reset_by_torch(left)
         for kind in ("_parameters", "_buffers"):
             mine, theirs = getattr(left, kind), getattr(right, kind)
             if list(mine) != list(theirs):
@@ -309,9 +348,3 @@ def _same_slot(value: torch.Tensor | None, other: torch.Tensor | None, reset: bo
     if value.shape != other.shape or value.dtype != other.dtype:
         return False
     return reset or bool(torch.equal(value, other))
-
-
-def _reset_by_torch(module: nn.Module) -> bool:
-    """torch.nn's own layers re-initialise all their parameters in ``reset_parameters``."""
-    return type(module).__module__.startswith("torch.nn.") and callable(
-        getattr(module, "reset_parameters", None))

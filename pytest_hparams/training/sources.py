@@ -103,18 +103,28 @@ class Source:
 
     @classmethod
     def of(cls, data: Any, name: str, device: torch.device) -> Source:
+        """``data`` as ``fit``'s argument ``name`` (train, val or test); empty data, and inputs
+        and labels of different lengths, are refused with a ValueError naming the argument."""
         if isinstance(data, DataLoader):
+            _check_size(data.dataset, name, in_loader=True)
             return cls(name, device, loader=data)
         if isinstance(data, TensorDataset) and len(data.tensors) == 2:
             data = data.tensors
         if isinstance(data, (tuple, list)) and len(data) == 2:
             inputs, labels = (torch.as_tensor(part) for part in data)
+            for part, what in ((inputs, "inputs"), (labels, "labels")):
+                if part.ndim == 0:
+                    raise ValueError(f"fit(): {name} {what} must hold one row per example, got "
+                                     f"a tensor of shape ()")
             if len(inputs) != len(labels):
                 raise ValueError(
                     f"fit(): {name} has {len(inputs)} inputs but {len(labels)} labels"
                 )
+            if len(labels) == 0:
+                raise ValueError(f"fit(): {name} has no examples")
             return cls(name, device, tensors=(inputs.to(device), labels.to(device)))
         if isinstance(data, Dataset):
+            _check_size(data, name, in_loader=False)
             return cls(name, device, dataset=data)
         raise TypeError(
             f"fit(): {name} must be an (inputs, labels) pair, a Dataset or a DataLoader, "
@@ -137,10 +147,31 @@ class Source:
                 index = perm[start:start + batch_size]
                 yield inputs[index], labels[index]
             return
-        loader = self.loader or DataLoader(self.dataset, batch_size=batch_size,
-                                           shuffle=order is not None, generator=order)
+        # Not ``self.loader or ...``: a DataLoader's truth is its length, which a loader of
+        # an IterableDataset does not have.
+        loader = self.loader if self.loader is not None else DataLoader(
+            self.dataset, batch_size=batch_size, shuffle=order is not None, generator=order)
+        empty = True
         for inputs, labels in loader:
+            empty = False
             yield inputs.to(self.device), labels.to(self.device)
+        if empty:  # a dataset without a length, or a sampler that drew nothing
+            kind = type(loader.dataset).__name__
+            what = f"a DataLoader of a {kind}" if self.loader is not None else f"a {kind}"
+            raise ValueError(f"fit(): {self.name} gave no batches ({what})")
+
+
+def _check_size(dataset: Any, name: str, *, in_loader: bool) -> None:
+    """Refuse a dataset that says it has no examples (one without a length is checked as it
+    is read, in ``Source.batches``)."""
+    try:
+        size = len(dataset)
+    except (TypeError, NotImplementedError):
+        return
+    if size == 0:
+        empty = f"an empty {type(dataset).__name__}"
+        raise ValueError(f"fit(): {name} has no examples "
+                         f"({f'a DataLoader of {empty}' if in_loader else empty})")
 
 
 #: A call's train, val (the train source when it has none) and test (None when it has none).

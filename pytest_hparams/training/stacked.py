@@ -50,13 +50,17 @@ from .compat import (
     captures_hparams,
     differing_keys,
     hparams_difference,
+    keys_read,
     model_problem,
+    read_argument,
     same_value,
+    stateful,
     structure,
     structure_difference,
 )
 from .optim import FAMILIES
 from .peers import Member, Peers, Shared, add_note, current_peers, default_budget
+from .snapshot import difference
 from .sources import LossFn, ModelSpec, Sources, build_model
 from .streams import RngState, restore_rng, rng_state, set_rng_state
 
@@ -118,7 +122,8 @@ def fit_stacked(
             peers.stop_sharing(why)
             add_note(result, f"vectorised: trained again by itself: {why} from the call that "
                              f"trained its group")
-    problem = _switched_off(vectorize, peers) or call_problem(call, sources)
+    problem = (_switched_off(vectorize, peers) or call_problem(call, sources)
+               or stateful("augment", config.augment))
     if problem is not None:
         add_note(result, f"one by one: {problem}")
         return Fallback()
@@ -145,7 +150,7 @@ def fit_stacked(
         # Building or probing the model failed: the sequential loop records the error itself.
         add_note(result, f"one by one: vectorised training raised {describe(exc)}")
         return Fallback(group.built())
-    _hand_out(outcome, peers, index, result, alone)
+    _hand_out(outcome, peers, index, result, alone or outcome.alone)
     restore_rng(outcome.leader.rng, device)
     return None
 
@@ -174,6 +179,10 @@ def _why_alone(peers: Peers | None, hparams: Mapping[str, Any], call: FitCall) -
         if captures_hparams(value):
             return (f"the {name} reads hparams from its closure; give fit a factory that "
                     f"takes them, e.g. fit(lambda hparams: make_model(hparams), ...)")
+    opaque = call.reads["model"].opaque
+    if opaque is not None:
+        return (f"the model reads {opaque}, so fit cannot tell whether another item's call "
+                f"would build the same model")
     return None
 
 
@@ -209,6 +218,7 @@ class Outcome:
     leader: Shared
     shared: list[tuple[Member, Shared]] = field(default_factory=list)
     left_out: list[tuple[Member, str]] = field(default_factory=list)
+    alone: str | None = None
 
 
 class Group:
@@ -230,6 +240,7 @@ class Group:
                                             for metric, spec in (call.target or {}).items()]
         self.slots: list[Slot] = []
         self.left_out: list[tuple[Member, str]] = []
+        self.alone: str | None = None
         self.chunks = 0
 
     # -- planning
@@ -243,6 +254,12 @@ class Group:
         shape = structure(template)
         if any(structure_difference(shape, structure(s.net)) for s in self.slots[1:]):
             raise CannotVectorize("the model factory builds a different model for each seed")
+        changed = difference(self.call.reads["model"], read_argument("model", self.call.model))
+        if changed is not None and self.candidates:
+            # The factory changes what it reads as it builds: another item's call would
+            # build from what it left, not from what the leader's call read.
+            self.alone = f"building this item's models changed what its model reads ({changed})"
+            self.candidates = []
         for member in self.candidates:
             reason = self._add_member(member, shape, leader_reads)
             if reason is not None:
@@ -259,7 +276,7 @@ class Group:
         tracked = ReadHParams(hparams) if isinstance(hparams, HParams) else hparams
         for seed in self.call.seeds:
             self.slots.append(self._build(0, seed, self.config, tracked))
-        return set(getattr(tracked, "read", ()))
+        return keys_read(tracked)
 
     def built(self) -> dict[int, tuple[nn.Module, RngState]]:
         """The leader's models built so far (untouched: the stack trains copies)."""
@@ -272,6 +289,9 @@ class Group:
             settings.augmentation()
         except Exception as exc:
             return f"its settings are invalid ({describe(exc)})"
+        augment = stateful("augment", settings.augment)
+        if augment is not None:
+            return augment
         if settings.batch_size != self.config.batch_size:
             return f"batch_size {settings.batch_size} differs from {self.config.batch_size}"
         if FAMILIES[settings.optimizer] != FAMILIES[self.config.optimizer]:
@@ -284,7 +304,7 @@ class Group:
         except Exception as exc:
             return f"building its model raised {describe(exc)}"
         if self.restrict_keys:
-            allowed = BATCHED_SETTINGS | leader_reads | tracked.read
+            allowed = BATCHED_SETTINGS | leader_reads | keys_read(tracked)
             own = self.leader_hparams
             other = [k for k in differing_keys(own, member.hparams) if k not in allowed]
             if other:
@@ -340,7 +360,7 @@ class Group:
                                  [s.run.record for s in slots],  # type: ignore[union-attr]
                                  {t.metric: t.value for t in self.thresholds}, text, rng))
         return Outcome(shares[0], list(zip(self.members[1:], shares[1:], strict=True)),
-                       self.left_out)
+                       self.left_out, self.alone)
 
     def _note(self) -> str:
         """How the runs were trained, for every member's trial."""
