@@ -24,7 +24,16 @@ import pytest
 
 from .autosave import Autosave
 from .interrupts import shielded
-from .runfile import Journal, RunFile, atomic_write_text, is_special_file, journal_path, real_path
+from .runfile import (
+    Journal,
+    RunFile,
+    atomic_write_text,
+    failure_text,
+    is_special_file,
+    journal_path,
+    real_path,
+    same_file,
+)
 from .runfile import trial_text as serialise
 from .trial import TrialResult
 
@@ -70,16 +79,6 @@ class Outputs:
         if self.json is not None and same_file(journal_path(self.json), path):
             return "--hparams-json"
         return None
-
-
-def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
-    """Whether two paths name one file (through links, and as hard links when both exist)."""
-    if real_path(a) == real_path(b):
-        return True
-    try:
-        return os.path.samefile(a, b)
-    except (OSError, ValueError):
-        return False
 
 
 def _name_max(folder: Path) -> int:
@@ -258,10 +257,3 @@ class ResultsFile:
         if kind not in self._told:
             self._told.add(kind)
             self.say(f"hparams: {message}")
-
-
-def failure_text(exc: BaseException) -> str:
-    """Why a write failed, in a few words: the OS's reason, or the exception."""
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return f"{type(exc).__name__}: {exc}"

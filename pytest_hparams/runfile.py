@@ -56,6 +56,23 @@ def is_special_file(path: str | os.PathLike[str]) -> bool:
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether two paths name one file (through links, and as hard links when both exist)."""
+    if real_path(a) == real_path(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
+
+
+def failure_text(exc: BaseException) -> str:
+    """Why a write failed, in a few words: the OS's reason, or the exception."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return f"{type(exc).__name__}: {exc}"
+
+
 def _temporary(target: Path) -> tuple[int, Path]:
     """A new file beside ``target``, created with the umask's permissions (``mkstemp`` would
     make it 0600), or with ``target``'s own when it exists."""
