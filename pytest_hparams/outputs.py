@@ -14,6 +14,7 @@ and the end of the run tries again and says what could not be written.
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from collections.abc import Callable
@@ -92,12 +93,19 @@ def check_writable(option: str, path: Path, *, folder: bool = False, extra_name:
     """Refuse, as a usage error naming ``option``, a path the run could not write: a folder
     given for a file (or a file for a folder), a read-only or missing parent, a name too long
     for the file system. ``extra_name``: characters added to the name (the journal's suffix).
-    Nothing is created."""
+    Nothing is left behind (a probe file is created in the nearest existing folder and removed:
+    permission bits say nothing to root, nor of a read-only file system)."""
     try:
         target = real_path(path)
         exists, is_dir = target.exists(), target.is_dir()
-    except (OSError, ValueError) as exc:
-        raise pytest.UsageError(f"{option}: cannot use {str(path)!r}: {exc}") from None
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise pytest.UsageError(f"{option}: the name {str(path)[:40]!r}… is too long for the "
+                                    f"file system") from None
+        raise pytest.UsageError(f"{option}: cannot use {str(path)[:200]!r}: {exc.strerror}") \
+            from None
+    except ValueError as exc:  # a NUL byte
+        raise pytest.UsageError(f"{option}: cannot use {str(path)[:200]!r}: {exc}") from None
     if folder and exists and not is_dir:
         raise pytest.UsageError(f"{option}: {path} is a file; name a folder")
     if not folder and is_dir:
@@ -120,17 +128,17 @@ def check_writable(option: str, path: Path, *, folder: bool = False, extra_name:
                 if len(os.fsencode(part)) + (extra_name if part == target.name else 0) > limit]
     if too_long:
         raise pytest.UsageError(f"{option}: the name {too_long[0][:40]!r}… is too long for the "
-                                f"file system (at most {limit - extra_name} bytes)")
-    if existing == parent:
-        probe = parent / f".hparams-probe-{os.getpid()}-{threading.get_ident()}"
-        try:
-            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            os.unlink(probe)
-        except OSError as exc:
-            raise pytest.UsageError(f"{option}: cannot write {path}: {parent} is not writable "
-                                    f"({exc.strerror or exc})") from None
-    elif not os.access(existing, os.W_OK | os.X_OK):
-        raise pytest.UsageError(f"{option}: cannot create {path}: {existing} is not writable")
+                                f"file system (at most {limit} bytes, {extra_name} of them kept "
+                                f"for a suffix)")
+    probe = existing / f".hparams-probe-{os.getpid()}-{threading.get_ident()}"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
+    except OSError as exc:
+        what = f"{existing} is not writable" if existing == parent else \
+            f"cannot create folders in {existing}"
+        raise pytest.UsageError(f"{option}: cannot write {path}: {what} "
+                                f"({exc.strerror or exc})") from None
 
 
 def check_outputs(outputs: Outputs) -> None:
@@ -174,6 +182,10 @@ class ResultsFile:
         self._lock = threading.Lock()
         self._autosave = Autosave(self._snapshot, share=SNAPSHOT_SHARE)
         self._environment_written = False
+        # The journal as the user would write it: beside the path given, unless that is a link.
+        journal = journal_path(path)
+        given = Path(f"{path}.journal")
+        self.journal_shown = given if journal == real_path(given) else journal
 
     # -- the run
 
@@ -205,7 +217,7 @@ class ResultsFile:
                         self._environment_written = True
                     self.journal.add_trial(text)
             except OSError as exc:
-                self._failed("journal", f"could not write {self.journal.path}: "
+                self._failed("journal", f"could not write {self.journal_shown}: "
                                         f"{failure_text(exc)}; the run goes on, the table will "
                                         f"show every trial, and {self.path} is written again "
                                         f"at the end")
@@ -220,7 +232,7 @@ class ResultsFile:
             try:
                 atomic_write_text(self.path, self._render())
             except (OSError, ValueError) as exc:
-                kept = (f"; the finished trials are in {self.journal.path}, which read_run "
+                kept = (f"; the finished trials are in {self.journal_shown}, which read_run "
                         f"reads" if self.journal is not None else "")
                 self.errors.append(f"could not write {self.path}: {failure_text(exc)}{kept}")
                 if self.journal is not None:

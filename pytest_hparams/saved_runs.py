@@ -52,7 +52,7 @@ def check_save_name(name: str) -> str:
             f"of a file name), e.g. --hparams-save=main"
         )
     if len(name) > MAX_NAME:
-        raise ValueError(f"the run name {name[:20]!r}… is {len(name)} characters long; at most "
+        raise ValueError(f"the run name '{name[:20]}…' is {len(name)} characters long; at most "
                          f"{MAX_NAME} fit in a file name")
     if name == "dirty" or name.startswith("dirty_"):
         raise ValueError(f"the run name {name!r} would read as the mark of uncommitted changes "
