@@ -24,6 +24,11 @@ CURVES = ("accuracy", "loss", "train_loss")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 #: The longest file name written (the usual limit is 255 bytes).
 _MAX_STEM = 100
+#: The largest magnitude drawn: beyond it a value is off any chart (a diverging loss), and an
+#: axis spanning it could not place its ticks. Such values are left out like NaN.
+_DRAWN = 1e100
+#: The smallest positive value a logarithmic axis shows.
+_LOG_LOW = 1e-100
 
 
 def check_matplotlib() -> None:
@@ -86,6 +91,7 @@ def _figure(test: str, trials: list[TrialResult], metrics: list[str]) -> Any:
     keys = varied_keys(trials)
     for axes, metric in zip(figure.subplots(1, len(metrics), squeeze=False)[0], metrics,
                             strict=True):
+        log = metric.endswith("loss") and _fits_a_log_scale(trials, metric)
         for trial in trials:
             epochs, mean, low, high = _curve(trial, metric)
             if not epochs:
@@ -95,12 +101,13 @@ def _figure(test: str, trials: list[TrialResult], metrics: list[str]) -> Any:
             if len(trial.runs) > 1:
                 axes.fill_between(epochs, low, high, color=line.get_color(), alpha=0.15,
                                   linewidth=0)
-            if metric in trial.target:
-                axes.axhline(trial.target[metric], color="grey", linestyle="--", linewidth=1)
+            target = trial.target.get(metric)
+            if target is not None and _drawable(target) and (target > _LOG_LOW or not log):
+                axes.axhline(target, color="grey", linestyle="--", linewidth=1)
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_xlabel("epoch")
         axes.set_ylabel(_text(metric.replace("_", " ")))
-        if metric.endswith("loss"):
+        if log:
             axes.set_yscale("log")
         axes.grid(alpha=0.3)
     seeds = max((len(t.runs) for t in trials), default=0)
@@ -112,15 +119,27 @@ def _figure(test: str, trials: list[TrialResult], metrics: list[str]) -> Any:
     return figure
 
 
+def _drawable(value: float) -> bool:
+    return math.isfinite(value) and abs(value) < _DRAWN
+
+
+def _fits_a_log_scale(trials: list[TrialResult], metric: str) -> bool:
+    """Whether every value drawn is positive enough for a log axis (a negative loss, or one of
+    1e-300, is drawn on a linear axis instead)."""
+    values = [v for trial in trials for mean in _curve(trial, metric)[1:] for v in mean]
+    return bool(values) and all(v > _LOG_LOW for v in values)
+
+
 def _curve(trial: TrialResult, metric: str) -> tuple[list[int], list[float], list[float],
                                                        list[float]]:
-    """Epoch by epoch, the mean, lowest and highest finite value over the seeds that logged
-    that epoch (seeds that stopped early at their target, or diverged, end sooner)."""
+    """Epoch by epoch, the mean, lowest and highest value over the seeds that logged that epoch
+    (seeds that stopped early at their target, or diverged, end sooner; values that are not
+    finite or beyond ``_DRAWN`` are left out)."""
     by_epoch: dict[int, list[float]] = {}
     for run in trial.runs:
         for index, row in enumerate(run.history, start=1):
             value = row.get(metric)
-            if value is not None and math.isfinite(value):
+            if value is not None and _drawable(value):
                 by_epoch.setdefault(_epoch(row.get("epoch"), index), []).append(value)
     epochs = sorted(by_epoch)
     values = [by_epoch[e] for e in epochs]

@@ -27,6 +27,8 @@ _CONTROLS = {code: f"\\x{code:02x}" for code in [*range(32), *range(127, 160)]}
 _CONTROLS.update({code: f"\\u{code:04x}" for code in [0x200E, 0x200F, *range(0x202A, 0x202F),
                                                       *range(0x2066, 0x206A)]})
 _CONTROLS.update({ord("\n"): "\\n", ord("\t"): " ", ord("\r"): "\\r"})
+# Lone surrogates (a JSON file may hold "\ud800") cannot be encoded for a terminal or a file.
+_CONTROLS.update({code: f"\\u{code:04x}" for code in range(0xD800, 0xE000)})
 _FRAME_COLUMNS = ("test", "nodeid", "id", "status", "outcome", "reason", "seeds", "device")
 
 
@@ -94,9 +96,9 @@ def varied_keys(trials: list[TrialResult]) -> list[str]:
 
 
 def printable(text: str) -> str:
-    """``text`` safe to print in a table: control characters shown as escapes (``\\x1b``,
-    ``\\n``), so that a label or a reason from a test or a file cannot move the cursor, recolour
-    the terminal or break a row."""
+    """``text`` safe to print in a table: control characters and lone surrogates shown as
+    escapes (``\\x1b``, ``\\n``, ``\\udc80``), so that a label or a reason from a test or a
+    file cannot move the cursor, recolour the terminal, break a row or fail to encode."""
     return str(text).translate(_CONTROLS)
 
 
@@ -276,7 +278,7 @@ def markdown_tables(trials: Iterable[TrialResult], heading: str = "###") -> str:
     sections = []
     for test, group in group_by_test(trials).items():
         table = build_table(test, group)
-        headers = [h.replace("\n", " ") for h in table.headers]
+        headers = [h.replace("\n", " ").replace("|", "\\|") for h in table.headers]
         rows = [[cell.replace("|", "\\|") for cell in row] for row in table.rows]
         body = tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
         notes = "".join(f"\n[{i}] {note}" for i, note in enumerate(table.notes, 1))

@@ -154,8 +154,8 @@ def resolve_baseline(spec: str | None, storage: str | os.PathLike[str],
     candidate = Path(text)
     try:
         is_file, is_dir = candidate.is_file(), candidate.is_dir()
-    except (OSError, ValueError) as exc:
-        raise ResultsFileError(f"{text[:60]!r}: not a usable path ({exc})") from None
+    except OSError as exc:
+        raise ResultsFileError(f"{text[:60]!r}…: not a usable path ({exc.strerror})") from None
     if text and (is_file or "/" in text or os.sep in text or text.endswith(".json")):
         if candidate.suffix == ".py":
             raise ResultsFileError(f"{candidate}: is a Python file, not a run file")

@@ -268,5 +268,5 @@ def test_a_save_onto_a_full_disk_exits_non_zero(pytester):
     output = result.stdout + result.stderr
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, output
     assert "INTERNALERROR" not in output
-    assert "hparams: could not save the run into runs: File too large" in output
+    assert "hparams: could not save the run: runs: File too large" in output
     assert saved_runs(pytester.path / "runs") == []

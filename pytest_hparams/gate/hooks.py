@@ -144,10 +144,17 @@ def _read_baseline(config: pytest.Config, spec: str, storage: Path) -> RunFile:
     except ResultsFileError as exc:
         option = f"--hparams-compare={spec}" if spec else "--hparams-compare"
         hint = ""
-        if spec and (spec.endswith(".py") or Path(spec).is_dir() or "::" in spec):
+        if spec and (spec.endswith(".py") or _is_folder(spec) or "::" in spec):
             hint = (f" (a test path right after a bare --hparams-compare is taken as its value: "
                     f"write --hparams-compare=ID|NAME|PATH, or put {spec} first)")
         raise pytest.UsageError(f"{option}: {exc}{hint}") from None
+
+
+def _is_folder(text: str) -> bool:
+    try:
+        return Path(text).is_dir()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return False
 
 
 class _GateHooks:
@@ -241,7 +248,7 @@ class _GateHooks:
             try:
                 self.saved = save_run(settings.storage, run, settings.save_name)
             except (OSError, ResultsFileError) as exc:
-                self.errors.append(f"could not save the run into {settings.storage}: "
+                self.errors.append(f"could not save the run: {settings.storage}: "
                                    f"{failure_text(exc)}")
 
     def _append(self, path: str | Path, text: str) -> None:
