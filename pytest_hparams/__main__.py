@@ -3,14 +3,16 @@
 ``pytest-hparams compare A B`` (or ``python -m pytest_hparams compare A B``) applies the same
 gate as ``pytest --hparams-compare``: B is the candidate, A the baseline; each is a saved run's
 number or name in the storage folder, or a path to a run file. The exit status is 0 when nothing
-regressed, 1 on a regression and 2 for bad input (a missing or unreadable file, a bad
-expression).
+regressed, 1 on a regression and only then, 2 for bad input (a missing, unreadable or invalid
+file, a bad expression, a ``--markdown`` path that cannot be written or names A or B), 3 for an
+internal error (a bug: its traceback is printed) and 130 when interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,10 +26,10 @@ from .gate.tolerance import (
     tolerance_option,
 )
 from .gate.verdicts import check_metrics, compare_runs
-from .runfile import RunFile, atomic_write_text, read_run
+from .runfile import RunFile, atomic_write_text, failure_text, read_run, same_file
 from .saved_runs import DEFAULT_STORAGE, machine_id, resolve_baseline, saved_runs
 
-EXIT_OK, EXIT_REGRESSED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_REGRESSED, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,10 +88,17 @@ def compare(args: argparse.Namespace) -> int:
     environment = {**candidate.environment, "device": candidate.extra.get("device")}
     comparison = compare_runs(baseline, candidate.trials, rules, args.alpha,
                               environment=environment)
+    for run in (baseline, candidate):
+        if args.markdown and run.path is not None and same_file(args.markdown, run.path):
+            return _error(f"--markdown {args.markdown} is the run file {run.path}: a compare "
+                          f"never writes to the runs it reads; name another file")
     print(f"candidate: {candidate.path}")
     print(render_comparison(comparison))
     if args.markdown:
-        atomic_write_text(Path(args.markdown), markdown_comparison(comparison))
+        try:
+            atomic_write_text(Path(args.markdown), markdown_comparison(comparison))
+        except (OSError, ValueError) as exc:
+            return _error(f"--markdown: could not write {args.markdown}: {failure_text(exc)}")
     return EXIT_REGRESSED if comparison.failed else EXIT_OK
 
 
@@ -114,6 +123,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return list_runs(args)
     except HParamsError as exc:
         return _error(str(exc))
+    except KeyboardInterrupt:
+        print("pytest-hparams: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception:  # a bug: never exit 1, which would read as "regressed"
+        traceback.print_exc()
+        print("pytest-hparams: internal error (a bug in pytest-hparams; please report it with "
+              "the traceback above)", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Keeping a results file current as trials finish, without letting the rewrites slow the run."""
+"""Rewriting a file as things change, in at most a given share of the run's time."""
 
 from __future__ import annotations
 
@@ -46,6 +46,15 @@ class Autosave:
                 self._timer.cancel()
                 self._timer = None
         self._write_now()
+
+    def cancel(self) -> None:
+        """Drop any scheduled write and wait for one in progress: the caller writes next."""
+        with self._state:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        with self._writing:
+            pass
 
     def _scheduled(self) -> None:
         with self._state:

@@ -139,16 +139,22 @@ def thread_budget(workers: int, cores: int | None = None) -> int:
     return max(1, cores // max(1, workers))
 
 
+#: The most torch threads ``--hparams-threads`` accepts (torch takes a C int; no machine has
+#: more cores than this).
+MAX_THREADS = 1024
+
+
 def parse_threads(text: str) -> int | str:
-    """``--hparams-threads``: ``auto``, ``off`` or a positive number of threads."""
+    """``--hparams-threads``: ``auto``, ``off`` or a number of threads from 1 to MAX_THREADS."""
     value = str(text).strip().lower()
     if value in ("auto", "off"):
         return value
-    if value.isdigit() and int(value) > 0:
+    if value.isascii() and value.isdigit() and len(value) <= 20 and 0 < int(value) <= MAX_THREADS:
         return int(value)
+    shown = repr(text) if len(str(text)) <= 40 else repr(str(text)[:40]) + "…"
     raise ValueError(
-        f"{text!r} is not a thread count: give a positive integer, auto (cores ÷ xdist workers "
-        f"on this host) or off (torch's own default)"
+        f"{shown} is not a thread count: give a whole number from 1 to {MAX_THREADS}, auto "
+        f"(cores ÷ xdist workers on this host) or off (torch's own default)"
     )
 
 

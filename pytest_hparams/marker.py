@@ -58,16 +58,20 @@ class MarkerSpec:
         import pytest
 
         marks: list[Any] = [pytest.mark.skip(reason=self.skip_reason)] if self.skip_reason else []
-        xfail = self._call("xfail", self.xfail, config)
+        returned = self._call("xfail", self.xfail, config)
+        xfail = _verdict(returned)
+        if xfail is None:
+            raise SpaceError(f"{self.test}: hparams key 'xfail': must return True, False, None "
+                             f"or a reason (text), got {_short(returned)} for {config.id}")
         if xfail:
             reason = xfail if isinstance(xfail, str) else f"declared xfail for {config.id}"
             marks.append(pytest.mark.xfail(reason=reason))
         added = self._call("marks", self.marks, config)
-        if added:
-            added = added if isinstance(added, (list, tuple)) else [added]
+        if added is not None and added is not False:
+            added = list(added) if isinstance(added, (list, tuple)) else [added]
             if not all(isinstance(m, (pytest.MarkDecorator, pytest.Mark)) for m in added):
                 raise SpaceError(f"{self.test}: hparams key 'marks': must return pytest marks, "
-                                 f"got {added!r} for {config.id}")
+                                 f"got {_short(added)} for {config.id}")
             marks.extend(added)
         return marks
 
@@ -79,6 +83,29 @@ class MarkerSpec:
         except Exception as exc:
             raise SpaceError(f"{self.test}: hparams key {key!r}: raised {type(exc).__name__}: "
                              f"{exc} for {config.id}") from exc
+
+
+def _verdict(value: Any) -> bool | str | None:
+    """What an ``xfail=`` function returned, as False, True or a reason; None when it is
+    something else (an array, a list), whose truth would be a guess."""
+    if value is None or isinstance(value, (bool, str)):
+        return value or False
+    item = getattr(value, "item", None)
+    if callable(item) and getattr(value, "shape", None) == ():  # numpy's or torch's bool
+        try:
+            value = item()
+        except Exception:
+            return None
+        return value if isinstance(value, bool) else None
+    return None
+
+
+def _short(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"a {type(value).__name__}"
+    return text if len(text) <= 60 else text[:59] + "…"
 
 
 def merge_markers(markers: Iterable[pytest.Mark]) -> tuple[list[Any], dict[str, Any]]:

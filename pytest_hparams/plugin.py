@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from . import interrupts
 from .devices import parse_threads
 from .errors import HParamsError, SpaceError
 from .gate.hooks import add_options as add_baseline_options
@@ -105,6 +106,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "hparams(**space): run the test once per configuration of a hyperparameter space "
         "(lists are grid axes, distributions are sampled; seeds=, samples=, expect=, where=)",
     )
+    interrupts.install()  # SIGTERM stops a run as Ctrl-C does; results writes are shielded
     check_options(config)
     _max_trials(config)
     if config.getoption("hparams_plot") and not is_worker(config):
@@ -124,6 +126,10 @@ def pytest_configure(config: pytest.Config) -> None:
             ControllerHooks(config, specs, session.set_collection_order),
             "hparams-xdist-controller")
     configure_sharing(config)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    interrupts.uninstall()
 
 
 def _max_trials(config: pytest.Config) -> int:
@@ -348,24 +354,34 @@ class _SessionHooks:
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.session.set_collection_order([item.nodeid for item in session.items])
 
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
         if not self.session.is_worker:
-            self.written = self.session.finish()
+            self.session.start()
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.session.is_worker:
+            return
+        self.written = self.session.finish()
+        if self.session.errors and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a CI step must not pass
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         hparams = self.session
-        if hparams.is_worker or not hparams.trials:
+        if hparams.is_worker:
             return
-        if not hparams.config.getoption("hparams_no_table"):
-            width = TABLE_WIDTH
-            if terminalreporter.isatty:
-                width = max(60, min(width, terminalreporter._tw.fullwidth))
-            terminalreporter.write_sep("=", "hyperparameter comparison")
-            if hparams.placement is not None and not hparams.described_early:
-                # torch loaded after the header: say here what was chosen
-                terminalreporter.write_line(
-                    f"hparams: {describe(hparams.config, hparams.placement)}")
-            terminalreporter.write_line(render_tables(hparams.ordered_trials(), width))
-        for path in self.written:
-            terminalreporter.write_line(f"hparams: wrote {path}")
+        with interrupts.shielded(final=True):  # a second Ctrl-C cannot cut the table short
+            if hparams.trials and not hparams.config.getoption("hparams_no_table"):
+                width = TABLE_WIDTH
+                if terminalreporter.isatty:
+                    width = max(60, min(width, terminalreporter._tw.fullwidth))
+                terminalreporter.write_sep("=", "hyperparameter comparison")
+                if hparams.placement is not None and not hparams.described_early:
+                    # torch loaded after the header: say here what was chosen
+                    terminalreporter.write_line(
+                        f"hparams: {describe(hparams.config, hparams.placement)}")
+                terminalreporter.write_line(render_tables(hparams.ordered_trials(), width))
+            for path in self.written:
+                terminalreporter.write_line(f"hparams: wrote {path}")
+            for error in hparams.errors:
+                terminalreporter.write_line(f"hparams: {error}", red=True)
 

@@ -21,6 +21,14 @@ if TYPE_CHECKING:
     import pandas as pd
 
 TABLE_WIDTH = 100
+#: Characters never printed as they are: C0 and C1 controls (terminal escapes, newlines,
+#: carriage returns), DEL and the bidirectional overrides that reorder what a terminal shows.
+_CONTROLS = {code: f"\\x{code:02x}" for code in [*range(32), *range(127, 160)]}
+_CONTROLS.update({code: f"\\u{code:04x}" for code in [0x200E, 0x200F, *range(0x202A, 0x202F),
+                                                      *range(0x2066, 0x206A)]})
+_CONTROLS.update({ord("\n"): "\\n", ord("\t"): " ", ord("\r"): "\\r"})
+# Lone surrogates (a JSON file may hold "\ud800") cannot be encoded for a terminal or a file.
+_CONTROLS.update({code: f"\\u{code:04x}" for code in range(0xD800, 0xE000)})
 _FRAME_COLUMNS = ("test", "nodeid", "id", "status", "outcome", "reason", "seeds", "device")
 
 
@@ -87,6 +95,13 @@ def varied_keys(trials: list[TrialResult]) -> list[str]:
     return list(keys)
 
 
+def printable(text: str) -> str:
+    """``text`` safe to print in a table: control characters and lone surrogates shown as
+    escapes (``\\x1b``, ``\\n``, ``\\udc80``), so that a label or a reason from a test or a
+    file cannot move the cursor, recolour the terminal, break a row or fail to encode."""
+    return str(text).translate(_CONTROLS)
+
+
 def _num(value: float, digits: int = 3) -> str:
     return "-" if math.isnan(value) else f"{value:.{digits}f}"
 
@@ -128,9 +143,9 @@ def build_table(test: str, trials: list[TrialResult], *, held_out: bool = True) 
     best = _best_index(trials, metric)
     headers = ["", *keys]
     if metric:
-        headers.append(f"{metric}\n(mean ± std)")
+        headers.append(f"{printable(metric)}\n(mean ± std)")
     if held_out:
-        headers.append(f"test\n{metric}")
+        headers.append(f"test\n{printable(metric)}")
     if show_loss:
         headers.append("loss")
     if has_target:
@@ -140,7 +155,7 @@ def build_table(test: str, trials: list[TrialResult], *, held_out: bool = True) 
     headers += [*(["device"] if by_device else []), "wall s\nper seed", "status"]
     rows, notes = [], []
     for index, trial in enumerate(trials):
-        row = ["*" if index == best else "", *(trial.label(k) for k in keys)]
+        row = ["*" if index == best else "", *(printable(trial.label(k)) for k in keys)]
         if metric:
             summary = trial.metric(metric)
             cell = _num(summary.mean)
@@ -155,13 +170,13 @@ def build_table(test: str, trials: list[TrialResult], *, held_out: bool = True) 
             n = len(trial.runs)
             row.append(f"{_num(trial.epochs_to_target.mean, 1)} ({trial.reached}/{n})")
             row.append(_num(trial.seconds_to_target.mean, 2))
-        status = trial.outcome or trial.status
-        if trial.runs and trial.status not in ("ok", status):
-            status += f", {trial.status}"
+        status = printable(trial.outcome or trial.status)
+        if trial.runs and trial.status not in ("ok", trial.outcome or trial.status):
+            status += f", {printable(trial.status)}"
         if trial.reason and (trial.status != "ok" or trial.outcome != "passed"):
-            notes.append(trial.reason)
+            notes.append(printable(trial.reason))
             status += f" [{len(notes)}]"
-        device = [trial.device] if by_device else []
+        device = [printable(trial.device)] if by_device else []
         rows.append([*row, *device, _num(trial.wall_seconds.mean, 2), status])
     seeds = sorted({len(t.runs) for t in trials})
     seed_text = "/".join(str(s) for s in seeds) or "0"
@@ -174,7 +189,8 @@ def build_table(test: str, trials: list[TrialResult], *, held_out: bool = True) 
     if devices:
         title += f", on {', '.join(devices)}"
     footer = f"* best {metric} (mean over seeds)" if best is not None else ""
-    return Table(test, headers, rows, title, footer, notes, len(keys))
+    return Table(printable(test), [printable(h) if h in keys else h for h in headers], rows,
+                 printable(title), printable(footer), notes, len(keys))
 
 
 def _held_out_metric(trials: list[TrialResult], metric: str | None) -> str | None:
@@ -262,7 +278,7 @@ def markdown_tables(trials: Iterable[TrialResult], heading: str = "###") -> str:
     sections = []
     for test, group in group_by_test(trials).items():
         table = build_table(test, group)
-        headers = [h.replace("\n", " ") for h in table.headers]
+        headers = [h.replace("\n", " ").replace("|", "\\|") for h in table.headers]
         rows = [[cell.replace("|", "\\|") for cell in row] for row in table.rows]
         body = tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
         notes = "".join(f"\n[{i}] {note}" for i, note in enumerate(table.notes, 1))

@@ -5,6 +5,13 @@ Runs are saved as pytest-benchmark saves its own: ``<storage>/<machine id>/NNNN_
 counter is chosen under a file lock (``filelock``), so two pytest processes saving into one
 folder at once get different numbers, and each file is written atomically. A baseline is found
 by its number, its name, a file path, or as the latest run of this machine.
+
+How ``--hparams-compare=X`` (and ``pytest-hparams compare X``) finds a run: nothing is this
+machine's latest run; a path (an existing file, or text with a ``/`` or ending in ``.json``) is
+that file; otherwise X is a name given to ``--hparams-save``, matched exactly (``main`` never
+finds ``not_main``); failing that, digits are a run's number (``7`` or ``0007``), and other text
+the start of a saved file's name (``0007_1a2b3c``). Digits that are both one run's name and
+another's number are refused as ambiguous, with both paths to choose from.
 """
 
 from __future__ import annotations
@@ -21,8 +28,12 @@ from .runfile import RunFile, atomic_write_text
 DEFAULT_STORAGE = ".hparams"
 LOCK_NAME = ".save.lock"
 LOCK_TIMEOUT = 120.0
-_SAVED = re.compile(r"^(?P<counter>\d{4,})_(?P<rest>.+)\.json$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SAVED = re.compile(r"(?P<counter>\d{4,})_(?P<rest>.+)\.json")
+#: The file name ``save_run`` writes: counter, commit, time, ``_dirty``, then the name.
+_PARTS = re.compile(r"\d{4,}_[^_]+_\d{8}_\d{6}(?P<dirty>_dirty)?(?:_(?P<name>.+))?\.json")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+#: The longest name: the file name around it takes about 40 more bytes of the usual 255.
+MAX_NAME = 100
 
 
 def machine_id() -> str:
@@ -33,12 +44,19 @@ def machine_id() -> str:
 
 
 def check_save_name(name: str) -> str:
-    """A name for ``--hparams-save=NAME``: letters, digits, ``.``, ``_`` and ``-`` only."""
-    if not _NAME.match(name) or name.endswith(".json"):
+    """A name for ``--hparams-save=NAME``: letters, digits, ``.``, ``_`` and ``-`` only, at most
+    ``MAX_NAME`` characters; not ``dirty`` (the file name's mark of uncommitted changes)."""
+    if not _NAME.fullmatch(name) or name.endswith(".json"):
         raise ValueError(
             f"the run name {name!r} must be letters, digits, '.', '_' or '-' (it becomes part "
             f"of a file name), e.g. --hparams-save=main"
         )
+    if len(name) > MAX_NAME:
+        raise ValueError(f"the run name '{name[:20]}…' is {len(name)} characters long; at most "
+                         f"{MAX_NAME} fit in a file name")
+    if name == "dirty" or name.startswith("dirty_"):
+        raise ValueError(f"the run name {name!r} would read as the mark of uncommitted changes "
+                         f"in the file name (…_dirty.json); choose another")
     return name
 
 
@@ -54,8 +72,14 @@ class SavedRun:
     def stem(self) -> str:
         return self.path.stem
 
+    @property
+    def name(self) -> str | None:
+        """The name given to ``--hparams-save``, read from the file name; None without one."""
+        match = _PARTS.fullmatch(self.path.name)
+        return match.group("name") if match else None
+
     def has_name(self, name: str) -> bool:
-        return self.stem.endswith(f"_{name}")
+        return self.name == name
 
 
 def saved_runs(storage: str | os.PathLike[str], machine: str | None = None) -> list[SavedRun]:
@@ -67,7 +91,7 @@ def saved_runs(storage: str | os.PathLike[str], machine: str | None = None) -> l
         if not folder.is_dir():
             continue
         for path in folder.glob("*.json"):
-            match = _SAVED.match(path.name)
+            match = _SAVED.fullmatch(path.name)
             if match:
                 runs.append(SavedRun(int(match.group("counter")), folder.name, path))
     return sorted(runs, key=lambda r: (r.machine, r.counter))
@@ -116,23 +140,31 @@ def save_run(storage: str | os.PathLike[str], run: RunFile, name: str | None = N
 def resolve_baseline(spec: str | None, storage: str | os.PathLike[str],
                      *, machine: str | None = None) -> Path:
     """The run file that ``spec`` names: None (or "") for this machine's latest saved run, a
-    counter (``3`` or ``0003``), a name given to ``--hparams-save``, or a path to a file.
+    path to a file, a name given to ``--hparams-save``, a counter (``3`` or ``0003``) or the
+    start of a saved file's name; in that order (the module's docstring says more).
 
     Raises ResultsFileError that says what was looked for, where, and what exists.
     """
+    if any(ord(c) < 32 or ord(c) == 127 for c in spec or ""):
+        raise ResultsFileError(f"{spec!r}: a run's number, name or path has no control "
+                               f"characters (a newline, a tab)")
+    text = (spec or "").strip()
     machine = machine or machine_id()
     root = Path(storage)
-    text = (spec or "").strip()
     candidate = Path(text)
-    if text and (candidate.is_file() or "/" in text or os.sep in text or text.endswith(".json")):
+    try:
+        is_file, is_dir = candidate.is_file(), candidate.is_dir()
+    except OSError as exc:
+        raise ResultsFileError(f"{text[:60]!r}…: not a usable path ({exc.strerror})") from None
+    if text and (is_file or "/" in text or os.sep in text or text.endswith(".json")):
         if candidate.suffix == ".py":
             raise ResultsFileError(f"{candidate}: is a Python file, not a run file")
-        if candidate.is_dir():
+        if is_dir:
             raise ResultsFileError(f"{candidate}: is a folder; name a run file inside it")
         if not candidate.exists():
             raise ResultsFileError(f"{candidate}: no such baseline file")
         return candidate
-    if candidate.is_dir() and text:
+    if is_dir and text:
         raise ResultsFileError(f"{candidate}: is a folder; name a run file inside it")
     runs = saved_runs(root, machine)
     where = root / machine
@@ -143,10 +175,17 @@ def resolve_baseline(spec: str | None, storage: str | os.PathLike[str],
             f"{where}: no saved run to compare against{_elsewhere(root, machine)}; save one "
             f"with --hparams-save or --hparams-autosave, or name a file with --hparams-compare=PATH"
         )
-    if text.isdigit():
-        found = [r for r in runs if r.counter == int(text)]
-    else:
-        found = [r for r in runs if r.has_name(text) or r.stem.startswith(text)]
+    named = [r for r in runs if r.has_name(text)]
+    numbered = [r for r in runs if r.counter == int(text)] if text.isascii() and \
+        text.isdigit() else []
+    if named and numbered and named[-1].path != numbered[-1].path:
+        raise ResultsFileError(
+            f"{where}: {text!r} is both the name of {named[-1].path.name} and the number of "
+            f"{numbered[-1].path.name}; give the path of the one you mean"
+        )
+    found = named or numbered
+    if not found and not (text.isascii() and text.isdigit()):
+        found = [r for r in runs if r.stem.startswith(text)]
     if found:
         return found[-1].path
     saved = ", ".join(r.path.name for r in runs[-5:]) or "none"

@@ -2,49 +2,36 @@
 
 from __future__ import annotations
 
+import secrets
 import threading
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .autosave import Autosave
+from .interrupts import shielded
+from .outputs import FINAL_NOTICE, Outputs, ResultsFile, check_outputs, failure_text
 from .placement import Placement, place_process
 from .plots import plot_curves
 from .progress import LiveProgress
 from .report import write_csv, write_markdown
-from .runfile import RunFile, environment_info, write_run
+from .runfile import RunFile, environment_info, json_text
 from .trial import TrialResult
 from .xdist import is_worker
 
 if TYPE_CHECKING:
     import torch
 
-
-@dataclass(frozen=True)
-class Outputs:
-    """Where the results go: ``--hparams-json``, ``--hparams-csv``, ``--hparams-markdown``,
-    ``--hparams-plot``."""
-
-    json: Path | None = None
-    csv: Path | None = None
-    markdown: Path | None = None
-    plots: Path | None = None  # a folder
-
-    @classmethod
-    def from_config(cls, config: pytest.Config) -> Outputs:
-        def path(option: str) -> Path | None:
-            value = config.getoption(option)
-            return Path(value) if value else None
-
-        return cls(path("hparams_json"), path("hparams_csv"), path("hparams_markdown"),
-                   path("hparams_plot"))
-
+__all__ = ["SESSION_KEY", "HParamsSession", "Outputs"]
 
 class HParamsSession:
-    """Trial records of this run, in the order they finished; kept in ``config.stash``."""
+    """Trial records of this run, in the order they finished; kept in ``config.stash``.
+
+    The output paths are checked when it is made (a usage error before anything runs);
+    ``start`` opens the results file, ``add`` keeps each finished trial, ``finish`` writes
+    every file and collects in ``errors`` what could not be written.
+    """
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
@@ -52,13 +39,17 @@ class HParamsSession:
         self.described_early = False  # the report header could name the device and threads
         self.is_worker = is_worker(config)
         self.outputs = Outputs() if self.is_worker else Outputs.from_config(config)
+        check_outputs(self.outputs)
         self.progress = LiveProgress(config)
         self.trials: dict[str, TrialResult] = {}
         self.collection_order: dict[str, int] = {}
         self.created = datetime.now(timezone.utc).isoformat()
+        self.run_id = secrets.token_hex(8)
+        self.errors: list[str] = []  # output files that could not be written
         self._environment: dict[str, Any] | None = None
-        self._lock = threading.Lock()  # the autosave writes from a timer thread
-        self._autosave = Autosave(self.write_json)
+        self._lock = threading.Lock()  # the results file is rewritten from a timer thread
+        self.results = (ResultsFile(self.outputs.json, self.run_id, self.run_file, self.say)
+                        if self.outputs.json else None)
 
     def place(self) -> Placement:
         """This process's device and torch threads, chosen on first use (this imports torch)."""
@@ -76,14 +67,28 @@ class HParamsSession:
             self._environment = environment_info()
         return self._environment
 
+    def say(self, message: str) -> None:
+        """Tell the user something now, on its own line (a results write that failed)."""
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is None:
+            return
+        reporter.ensure_newline()
+        reporter.write_line(message, yellow=True)
+
+    def start(self) -> None:
+        """The session starts: open the results file (its journal included)."""
+        if self.results is not None:
+            self.results.start(self.created)
+
     def add(self, trial: TrialResult) -> None:
-        """Keep a finished trial. The JSON file is rewritten (atomically) right after, or a
-        moment later when rewriting it would take more than 5 % of the run's time."""
+        """Keep a finished trial; it reaches the results file's journal before this returns."""
         with self._lock:
             self.trials[trial.nodeid] = trial
-        if self.outputs.json:
-            _ = self.environment  # read once here, so that it never delays a rewrite
-            self._autosave.changed()
+        if self.results is not None:
+            self.results.add(trial, self._environment_line)
+
+    def _environment_line(self) -> str:
+        return json_text({"environment": self.environment, "device": str(self.device)})
 
     def set_collection_order(self, nodeids: list[str]) -> None:
         """The order pytest collected the items in (xdist workers finish them in any order)."""
@@ -101,27 +106,33 @@ class HParamsSession:
 
     def run_file(self) -> RunFile:
         return RunFile(self.ordered_trials(), self.created, self.environment,
-                       {"device": str(self.device)})
-
-    def write_json(self) -> None:
-        if self.outputs.json:
-            write_run(self.outputs.json, self.run_file())
+                       {"device": str(self.device), "run_id": self.run_id})
 
     def finish(self) -> list[Path]:
-        """Write every output file; return their paths."""
-        written = []
-        if self.outputs.json:
-            self._autosave.flush()
-            written.append(self.outputs.json)
-        trials = self.ordered_trials()
-        if self.outputs.csv:
-            write_csv(trials, self.outputs.csv)
-            written.append(self.outputs.csv)
-        if self.outputs.markdown:
-            write_markdown(trials, self.outputs.markdown)
-            written.append(self.outputs.markdown)
-        if self.outputs.plots:
-            written.extend(plot_curves(trials, self.outputs.plots))
+        """Write every output file; return the paths written. A Ctrl-C meanwhile waits for them;
+        a file that cannot be written is said in ``errors``, and the others are still written."""
+        written: list[Path] = []
+        with shielded(FINAL_NOTICE, final=True):
+            if self.results is not None:
+                if self.results.finish():
+                    written.append(self.results.path)
+                self.errors += self.results.errors
+            trials = self.ordered_trials()
+            for path, write in ((self.outputs.csv, write_csv),
+                                (self.outputs.markdown, write_markdown)):
+                if path is not None:
+                    try:
+                        write(trials, path)
+                    except Exception as exc:  # the other files, the table and a save go on
+                        self.errors.append(f"could not write {path}: {failure_text(exc)}")
+                    else:
+                        written.append(path)
+            if self.outputs.plots:
+                try:
+                    written.extend(plot_curves(trials, self.outputs.plots))
+                except Exception as exc:
+                    self.errors.append(f"could not draw the plots into {self.outputs.plots}: "
+                                       f"{failure_text(exc)}")
         return written
 
 

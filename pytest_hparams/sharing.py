@@ -168,6 +168,10 @@ def _memory_budget_option(config: pytest.Config) -> int | None:
         "hparams_vectorize_memory")
     try:
         return parse_size(str(text))
+    except OverflowError:  # digits beyond a float's range
+        raise pytest.UsageError(f"--hparams-vectorize-memory / hparams_vectorize_memory: "
+                                f"{str(text)[:40]!r} is not a size: use e.g. 512MiB, 4GB or "
+                                f"auto") from None
     except ValueError as exc:
         raise pytest.UsageError(f"--hparams-vectorize-memory / hparams_vectorize_memory: "
                                 f"{exc}") from None

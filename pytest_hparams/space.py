@@ -482,6 +482,9 @@ class _Parser:
                 raise self.error("seeds", f"seeds must be integers, got {list(seeds)!r}")
             if len(set(seeds)) != len(seeds):
                 raise self.error("seeds", f"seeds repeat: {list(seeds)!r}")
+            if not all(-(2**63) <= s < 2**64 for s in seeds):  # what torch.manual_seed takes
+                raise self.error("seeds", "seeds must be from -2**63 to 2**64 - 1 (what "
+                                          "torch.manual_seed takes)")
             return tuple(int(s) for s in seeds)
         raise self.error(
             "seeds", f"give a number of seeds (seeds=3) or a list of integers, got {seeds!r}"

@@ -18,8 +18,10 @@ from typing import Any
 
 import pytest
 
+from .. import interrupts
 from ..errors import CompareExpressionError, ResultsFileError
 from ..items import item_recorders, item_spec
+from ..outputs import FINAL_NOTICE, check_writable, failure_text
 from ..report import markdown_tables
 from ..runfile import RunFile, read_run
 from ..saved_runs import DEFAULT_STORAGE, check_save_name, resolve_baseline, save_run
@@ -107,6 +109,8 @@ def configure(config: pytest.Config, session: HParamsSession) -> None:
     if settings.save and storage.exists() and not storage.is_dir():
         raise pytest.UsageError(f"--hparams-storage: {storage} is a file; the runs are saved "
                                 f"into a folder: name a folder (default {DEFAULT_STORAGE})")
+    if settings.save and not session.is_worker:
+        check_writable("--hparams-storage", storage, folder=True)
     spec = config.getoption("hparams_compare")
     user_rules: list[Tolerance] = config.getoption("hparams_compare_fail")
     if spec is None and user_rules:
@@ -114,6 +118,12 @@ def configure(config: pytest.Config, session: HParamsSession) -> None:
                                 "(this machine's latest saved run) or --hparams-compare=PATH")
     if spec is not None:
         settings.baseline = _read_baseline(config, spec, storage)
+        path = settings.baseline.path
+        option = session.outputs.writing_to(path) if path is not None else None
+        if option is not None:
+            raise pytest.UsageError(f"{option} names the baseline {path} "
+                                    f"(--hparams-compare={spec}): a compare never writes to its "
+                                    f"baseline; write the results to another file")
         try:
             check_metrics(user_rules, settings.baseline.trials,
                           f"the baseline {settings.baseline.path}")
@@ -134,10 +144,17 @@ def _read_baseline(config: pytest.Config, spec: str, storage: Path) -> RunFile:
     except ResultsFileError as exc:
         option = f"--hparams-compare={spec}" if spec else "--hparams-compare"
         hint = ""
-        if spec.endswith(".py") or Path(spec).is_dir() or "::" in spec:
+        if spec and (spec.endswith(".py") or _is_folder(spec) or "::" in spec):
             hint = (f" (a test path right after a bare --hparams-compare is taken as its value: "
                     f"write --hparams-compare=ID|NAME|PATH, or put {spec} first)")
         raise pytest.UsageError(f"{option}: {exc}{hint}") from None
+
+
+def _is_folder(text: str) -> bool:
+    try:
+        return Path(text).is_dir()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return False
 
 
 class _GateHooks:
@@ -148,7 +165,7 @@ class _GateHooks:
         self.session = session
         self.comparison: Comparison | None = None
         self.saved: Path | None = None
-        self.save_error = ""
+        self.errors: list[str] = []  # a save or a Markdown file that could not be written
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Iterator[None]:
@@ -205,37 +222,50 @@ class _GateHooks:
         hparams = self.session
         if hparams.is_worker or not hparams.trials:
             return
+        with interrupts.shielded(FINAL_NOTICE, final=True):
+            self._finish(exitstatus)
+        if self.errors and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a "save the baseline" step fails
+
+    def _finish(self, exitstatus: int) -> None:
+        hparams = self.session
         settings = self.settings
         if settings.baseline is not None:
             environment = {**hparams.environment, "device": str(hparams.device)}
             self.comparison = compare_runs(settings.baseline, hparams.ordered_trials(),
                                            settings.rules, settings.alpha,
                                            environment=environment)
-            markdown = markdown_comparison(self.comparison)
-            if hparams.outputs.markdown is not None:
-                append_markdown(hparams.outputs.markdown, markdown)
-        if os.environ.get("GITHUB_STEP_SUMMARY") and (
-            self.comparison is not None or hparams.outputs.markdown is not None
-        ):
+            if hparams.outputs.markdown is not None and hparams.outputs.markdown.exists():
+                self._append(hparams.outputs.markdown, markdown_comparison(self.comparison))
+        summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if summary and (self.comparison is not None or hparams.outputs.markdown is not None):
             text = markdown_comparison(self.comparison) if self.comparison is not None else ""
             text += "\n## Results\n\n" + markdown_tables(hparams.ordered_trials())
-            append_markdown(os.environ["GITHUB_STEP_SUMMARY"], text)
+            self._append(summary, text)
         if settings.save:
             run = hparams.run_file()
             run.extra.update(name=settings.save_name or "", exitstatus=int(exitstatus))
             try:
                 self.saved = save_run(settings.storage, run, settings.save_name)
             except (OSError, ResultsFileError) as exc:
-                self.save_error = f"hparams: could not save the run: {exc}"
+                self.errors.append(f"could not save the run: {settings.storage}: "
+                                   f"{failure_text(exc)}")
+
+    def _append(self, path: str | Path, text: str) -> None:
+        try:
+            append_markdown(path, text)
+        except OSError as exc:
+            self.errors.append(f"could not write the comparison to {path}: {failure_text(exc)}")
 
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if self.comparison is not None:
-            terminalreporter.write_sep("=", "hyperparameter baseline comparison",
-                                       red=self.comparison.failed,
-                                       green=not self.comparison.failed)
-            terminalreporter.write_line(render_comparison(self.comparison))
-        if self.saved is not None:
-            terminalreporter.write_line(f"hparams: saved run {self.saved}")
-        if self.save_error:
-            terminalreporter.write_line(self.save_error, red=True)
+        with interrupts.shielded(final=True):  # a second Ctrl-C cannot cut the table short
+            if self.comparison is not None:
+                terminalreporter.write_sep("=", "hyperparameter baseline comparison",
+                                           red=self.comparison.failed,
+                                           green=not self.comparison.failed)
+                terminalreporter.write_line(render_comparison(self.comparison))
+            if self.saved is not None:
+                terminalreporter.write_line(f"hparams: saved run {self.saved}")
+            for error in self.errors:
+                terminalreporter.write_line(f"hparams: {error}", red=True)

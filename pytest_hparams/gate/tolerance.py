@@ -84,6 +84,9 @@ def parse_tolerance(text: str) -> Tolerance:
         )
     metric = match.group("metric")
     amount = float(match.group("amount"))
+    if not math.isfinite(amount):
+        raise CompareExpressionError(f"tolerance {text!r}: the amount is beyond any number; "
+                                     f"write a finite one, e.g. accuracy:-0.01")
     relative = match.group("percent") is not None
     tolerance = Tolerance(metric, amount / 100 if relative else amount, relative)
     sign = match.group("sign")
