@@ -16,7 +16,7 @@ _SOURCES = {
     "augmentation": "data",
     "breast_cancer": "data",
     "choice": "space",
-    "compare_metric": "gate.verdicts",
+    "compare_metric": "gate.metric_verdict",
     "compare_runs": "gate.verdicts",
     "CompareExpressionError": "errors",
     "Comparison": "gate.verdicts",
@@ -123,7 +123,8 @@ if TYPE_CHECKING:
         SpaceError,
     )
     from .gate.tolerance import Tolerance, parse_tolerance
-    from .gate.verdicts import Comparison, compare_metric, compare_runs
+    from .gate.metric_verdict import compare_metric
+    from .gate.verdicts import Comparison, compare_runs
     from .hparams import HParams
     from .metrics import MetricSummary, Threshold, lower_is_better
     from .models import MLP, SmallCNN, initialise

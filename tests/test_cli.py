@@ -35,7 +35,7 @@ def test_no_change_exits_zero(files, capsys):
     assert main(["compare", files("a.json"), files("b.json")]) == 0
     out = capsys.readouterr().out
     assert "candidate: " in out and "b.json" in out
-    assert "gate: accuracy:-0.0075, α = 0.05" in out
+    assert "gate: accuracy:-0.005, α = 0.05, no test to correct" in out
     assert out.rstrip().endswith("passed (2 unchanged)")
 
 
