@@ -389,7 +389,7 @@ def _paired(tolerance: Tolerance, usable: list[tuple[int, float, float]], alpha:
     gains, margin, exponent = _scaled_gains(tolerance, before, after, shell.margin)
     test = f"paired t-test on the differences of the {n} seeds both ran ({seed_list(seeds)})"
     notes = []
-    if ran_before > n:
+    if ran_before > n and design is None:  # seeds on demand leaves the rest out by design
         extra = ran_before - n
         notes.append(f"{extra} more {_seeds_word(range(extra))} of the baseline, not run now, "
                      f"{'are' if extra != 1 else 'is'} not compared")
