@@ -122,8 +122,8 @@ if TYPE_CHECKING:
         SettingsError,
         SpaceError,
     )
-    from .gate.tolerance import Tolerance, parse_tolerance
     from .gate.metric_verdict import compare_metric
+    from .gate.tolerance import Tolerance, parse_tolerance
     from .gate.verdicts import Comparison, compare_runs
     from .hparams import HParams
     from .metrics import MetricSummary, Threshold, lower_is_better

@@ -238,7 +238,7 @@ def test_corrections_are_read_case_blind_and_bad_ones_named():
     import argparse
 
     assert [correction_option(t) for t in ("BH", "holm", " none ")] == ["bh", "holm", "none"]
-    with pytest.raises(argparse.ArgumentTypeError, match="one of bh, holm, none.*'bonferroni'"):
+    with pytest.raises(argparse.ArgumentTypeError, match=r"one of bh, holm, none.*'bonferroni'"):
         correction_option("bonferroni")
 
 
