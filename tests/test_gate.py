@@ -296,7 +296,7 @@ def test_changed_hyperparameters_under_the_same_id_are_noted():
 
 
 def test_saved_marker_tolerances_of_the_candidate_override_the_rules():
-    before, now = trial([0.95, 0.96, 0.955]), trial([0.92, 0.93, 0.925])
+    before, now = trial([0.95, 0.96, 0.955]), trial([0.92, 0.931, 0.924])
     assert compare_runs(RunFile([before]), [now], [ACCURACY]).failed
     now.tolerance = {"accuracy": "accuracy:-0.05"}
     assert not compare_runs(RunFile([before]), [now], [ACCURACY]).failed

@@ -74,11 +74,15 @@ def test_exactly_zero_differences_are_clearly_within_with_no_division_by_zero():
     assert not np.isnan(outcome.p).any()
 
 
-def test_identical_nonzero_differences_decide_by_the_tolerance_alone():
+def test_identical_nonzero_differences_get_the_sign_tests_p_value():
+    # Three seeds that each lost exactly two validation examples are not "infinitely
+    # significant": all three on one side of the tolerance has chance 1/8 under H0.
     beyond = paired_p(np.full(3, -0.01), 0.005)
     within = paired_p(np.full(3, -0.001), 0.005)
     at = paired_p(np.full(3, -0.005), 0.005)
-    assert (beyond.worse[0], within.worse[0], at.worse[0]) == (0.0, 1.0, 0.5)
+    assert (beyond.worse[0], within.worse[0], at.worse[0]) == (0.125, 1.0, 0.5)
+    assert (beyond.within[0], within.within[0], at.within[0]) == (1.0, 0.125, 0.5)
+    assert paired_p(np.full(6, 0.02), 0.005).better[0] == 0.5 ** 6
 
 
 def test_metrics_near_the_float_limit_are_tested_like_the_same_metrics_near_one():

@@ -70,10 +70,15 @@ def test_an_unchanged_model_gives_exactly_zero_differences_and_a_clear_unchanged
     assert result.interval is None and not math.isnan(result.delta)
 
 
-def test_every_seed_moving_by_the_same_amount_is_judged_by_the_tolerance():
-    assert both(BASE, [v - 0.01 for v in BASE]).verdict == "regressed"
+def test_every_seed_moving_by_the_same_amount_gets_the_sign_test():
+    moved = [v - 0.01 for v in BASE]
+    moved[1:] = [BASE[i] + (moved[0] - BASE[0]) for i in range(1, 5)]  # exactly equal steps
+    result = both(BASE, moved)
+    assert result.verdict == "regressed" and result.p_worse == 0.5 ** 5
+    assert result.method.startswith("paired sign test: each of the 5 seeds both ran (0-4) "
+                                    "changed by exactly -0.01, no spread for a t-test: p = ")
+    assert both(BASE, moved, correction="bh", family=2).verdict == "inconclusive"
     assert both(BASE, [v - 0.004 for v in BASE]).verdict == "unchanged"
-    assert "every seed changed by exactly -0.01" in both(BASE, [v - 0.01 for v in BASE]).method
 
 
 # --------------------------------------------------------------------------- correction

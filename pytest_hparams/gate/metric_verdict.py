@@ -397,11 +397,13 @@ def _paired(tolerance: Tolerance, usable: list[tuple[int, float, float]], alpha:
         extra = ran_now - n
         notes.append(f"{extra} {_seeds_word(range(extra))} of this run without a baseline "
                      f"value to pair with {'are' if extra != 1 else 'is'} not compared")
-    if len(set(gains)) == 1:
-        what = ("no seed changed: every difference is exactly 0" if gains[0] == 0 else
-                f"every seed changed by exactly {shell.delta:+.4g}")
-        return _by_tolerance(tolerance, before, after, alpha, f"tolerance only: {what}",
+    if all(gain == 0 for gain in gains):
+        return _by_tolerance(tolerance, before, after, alpha,
+                             "tolerance only: no seed changed: every difference is exactly 0",
                              test=test, paired=True, notes=tuple(notes))
+    if len(set(gains)) == 1:
+        test = (f"paired sign test: each of the {n} seeds both ran ({seed_list(seeds)}) "
+                f"changed by exactly {shell.delta:+.4g}, no spread for a t-test")
     low, high = paired_interval(np.asarray(gains), 1 - 2 * alpha)
     ends = sorted(_orientation(tolerance) * math.ldexp(float(end), exponent)
                   for end in (low, high))

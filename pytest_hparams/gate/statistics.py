@@ -56,17 +56,18 @@ def _ties(excess: np.ndarray, margin: np.ndarray) -> np.ndarray:
     return np.where(np.abs(excess) <= 1e-12 * np.maximum(1.0, np.abs(margin)), 0.0, excess)
 
 
-def _one_sided(excess: np.ndarray, se: np.ndarray, df: np.ndarray | int
-               ) -> tuple[np.ndarray, np.ndarray]:
+def _one_sided(excess: np.ndarray, se: np.ndarray, df: np.ndarray | int,
+               flat_p: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """p-values of ``excess < 0`` and of ``excess > 0`` from a t statistic ``excess / se``.
-    Without spread (``se == 0``) the sign decides: p 0 or 1, and 0.5 each exactly at zero."""
+    Without spread (``se == 0``) the sign decides: ``flat_p`` for the side it shows, 1 for the
+    other, and 0.5 each exactly at zero."""
     flat = ~(se > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         t = excess / np.where(flat, 1.0, se)
         below, above = stats.t.cdf(t, df), stats.t.sf(t, df)
     sign = np.sign(excess)
-    below = np.where(flat, np.where(sign < 0, 0.0, np.where(sign > 0, 1.0, 0.5)), below)
-    above = np.where(flat, np.where(sign > 0, 0.0, np.where(sign < 0, 1.0, 0.5)), above)
+    below = np.where(flat, np.where(sign < 0, flat_p, np.where(sign > 0, 1.0, 0.5)), below)
+    above = np.where(flat, np.where(sign > 0, flat_p, np.where(sign < 0, 1.0, 0.5)), above)
     return below, above
 
 
@@ -88,7 +89,14 @@ def paired_p(gains: np.ndarray, margin: float | np.ndarray,
              looks: tuple[int, ...] | None = None) -> PairedTest:
     """The paired t-tests after the first ``n`` seeds, for each ``n`` in ``looks`` (default:
     all of them); ``gains`` is ``(..., seeds)`` with at least two seeds at the first look.
-    Seeds whose gains are all equal have no spread: their mean alone decides."""
+
+    Gains that are all equal have no spread for a t-test. When they are all exactly zero (the
+    candidate reproduced the baseline on every seed) the change is clearly within the
+    tolerance: p 1 for a regression, 0 for "within". When they are all the same other value,
+    the sign test decides: all n seeds on one side of the tolerance has p ``0.5 ** n`` under
+    H0 (accuracies are counts of examples, so n seeds can tie by chance; the t-test's
+    "infinitely significant" would be a false alarm waiting to happen).
+    """
     gains = np.asarray(gains, dtype=float)
     margins = np.broadcast_to(np.asarray(margin, dtype=float), gains.shape[:-1])
     exponent = _exponent(gains, margins[..., None])
@@ -98,10 +106,15 @@ def paired_p(gains: np.ndarray, margin: float | np.ndarray,
         sample = scaled[..., :n]
         mean = sample.mean(axis=-1)
         se = sample.std(axis=-1, ddof=1) / math.sqrt(n)
-        below, above = _one_sided(_ties(mean + scaled_margin, scaled_margin), se, n - 1)
-        worse.append(below)
-        within.append(above)
-        better.append(_one_sided(_ties(mean - scaled_margin, scaled_margin), se, n - 1)[1])
+        sign_test = 0.5 ** n
+        below, above = _one_sided(_ties(mean + scaled_margin, scaled_margin), se, n - 1,
+                                  sign_test)
+        improved = _one_sided(_ties(mean - scaled_margin, scaled_margin), se, n - 1,
+                              sign_test)[1]
+        zero = (sample == 0).all(axis=-1)
+        worse.append(np.where(zero, 1.0, below))
+        within.append(np.where(zero, 0.0, above))
+        better.append(np.where(zero, 1.0, improved))
     return PairedTest(*(np.stack(p, axis=-1) for p in (worse, within, better)))
 
 
