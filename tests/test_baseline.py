@@ -116,7 +116,8 @@ def test_a_planted_regression_fails_its_items_with_the_verdict_and_exit_status(p
         "  allowed  accuracy:-0.005 (a change of -0.005)",
         "  test     paired t-test on the differences of the 5 seeds both ran (0-4): p = * for "
         "H0: the change is within -0.005",
-        "  run      Benjamini-Hochberg over 2 tests: adjusted p = * ≤ α = 0.05",
+        "  run      Benjamini-Hochberg over 2 tests (this item judged alone, before the rest of "
+        "the run: the run's table adjusts with every test's p): adjusted p = * ≤ α = 0.05",
     ])
     result.stdout.fnmatch_lines([
         "*hyperparameter baseline comparison*",

@@ -270,7 +270,7 @@ def compare_metric(
     assert raw.p_worse is not None and raw.p_better is not None
     worse, better = (float(adjust([p], correction, family)[0])
                      for p in (raw.p_worse, raw.p_better))
-    label = correction_label(correction, family) if correction != "none" else ""
+    label = correction_label(correction, family, alone=True) if correction != "none" else ""
     return raw.judged(worse, better, label)
 
 

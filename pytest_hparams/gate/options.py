@@ -37,11 +37,16 @@ def correction_option(text: str) -> str:
     return value
 
 
-def correction_label(method: str, tests: int) -> str:
-    """``Benjamini-Hochberg over 60 tests``, or ``no correction``."""
+def correction_label(method: str, tests: int, *, alone: bool = False) -> str:
+    """``Benjamini-Hochberg over 60 tests``, or ``no correction``. ``alone``: one test judged
+    before the rest of the run is known, as if every other p-value were 1."""
     if method == "none":
         return "no correction over the run's tests"
-    return f"{CORRECTIONS[method]} over {tests} test{'s' if tests != 1 else ''}"
+    text = f"{CORRECTIONS[method]} over {tests} test{'s' if tests != 1 else ''}"
+    if alone and tests > 1:
+        text += " (this item judged alone, before the rest of the run: the run's table adjusts "
+        text += "with every test's p)"
+    return text
 
 
 @dataclass(frozen=True)
