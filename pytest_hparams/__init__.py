@@ -16,7 +16,7 @@ _SOURCES = {
     "augmentation": "data",
     "breast_cancer": "data",
     "choice": "space",
-    "compare_metric": "gate.verdicts",
+    "compare_metric": "gate.metric_verdict",
     "compare_runs": "gate.verdicts",
     "CompareExpressionError": "errors",
     "Comparison": "gate.verdicts",
@@ -128,8 +128,9 @@ if TYPE_CHECKING:
         SettingsError,
         SpaceError,
     )
+    from .gate.metric_verdict import compare_metric
     from .gate.tolerance import Tolerance, parse_tolerance
-    from .gate.verdicts import Comparison, compare_metric, compare_runs
+    from .gate.verdicts import Comparison, compare_runs
     from .hparams import HParams
     from .lightning import HParamsCallback, fit_lightning, trainer_device
     from .metrics import MetricSummary, Threshold, lower_is_better

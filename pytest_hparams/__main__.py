@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import CompareExpressionError, HParamsError, ResultsFileError
+from .gate.options import DEFAULT_CORRECTION, correction_option
 from .gate.tables import markdown_comparison, render_comparison
 from .gate.tolerance import (
     DEFAULT_ALPHA,
@@ -25,7 +26,8 @@ from .gate.tolerance import (
     parse_tolerance,
     tolerance_option,
 )
-from .gate.verdicts import check_metrics, compare_runs
+from .gate.values import check_metrics
+from .gate.verdicts import compare_runs
 from .runfile import RunFile, atomic_write_text, failure_text, read_run, same_file
 from .saved_runs import DEFAULT_STORAGE, machine_id, resolve_baseline, saved_runs
 
@@ -54,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--alpha", type=alpha_option, default=DEFAULT_ALPHA,
                          help=f"significance level of the one-sided test (default "
                               f"{DEFAULT_ALPHA:g})")
+    compare.add_argument("--correction", type=correction_option, default=DEFAULT_CORRECTION,
+                         metavar="bh|holm|none",
+                         help=f"correct the verdicts for the number of tests compared: bh "
+                              f"(Benjamini-Hochberg), holm, or none (default "
+                              f"{DEFAULT_CORRECTION})")
     compare.add_argument("--storage", default=DEFAULT_STORAGE,
                          help=f"the folder of saved runs (default {DEFAULT_STORAGE})")
     compare.add_argument("--markdown", metavar="PATH", default=None,
@@ -87,7 +94,7 @@ def compare(args: argparse.Namespace) -> int:
         return _error(f"--fail: {exc}")
     environment = {**candidate.environment, "device": candidate.extra.get("device")}
     comparison = compare_runs(baseline, candidate.trials, rules, args.alpha,
-                              environment=environment)
+                              environment=environment, correction=args.correction)
     for run in (baseline, candidate):
         if args.markdown and run.path is not None and same_file(args.markdown, run.path):
             return _error(f"--markdown {args.markdown} is the run file {run.path}: a compare "

@@ -52,6 +52,10 @@ class HParams(Mapping[str, Any]):
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("hparams are read-only; copy them with dict(hparams) to change one")
 
+    def with_seeds(self, seeds: tuple[int, ...] | list[int]) -> HParams:
+        """The same configuration with other training seeds (the gate's seeds on demand)."""
+        return HParams(self._values, seeds=tuple(seeds), id=self.id, axes=self.axes)
+
     def __reduce__(self) -> tuple[Any, ...]:
         return (partial(HParams, seeds=self.seeds, id=self.id, axes=self.axes), (self._values,))
 

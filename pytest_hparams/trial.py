@@ -64,6 +64,7 @@ class TrialResult:
     worker: str = ""
     notes: list[str] = field(default_factory=list)
     tolerance: dict[str, str | None] = field(default_factory=dict)  # the marker's, for the gate
+    seed_design: dict[str, Any] = field(default_factory=dict)  # the gate's seeds on demand
 
     def __repr__(self) -> str:
         shown = [f"{name} {s.mean:.4g} ± {s.std:.2g}" if s.n > 1 else f"{name} {s.mean:.4g}"

@@ -19,12 +19,8 @@ from pytest_hparams import (
 )
 from pytest_hparams.gate.tables import markdown_comparison
 from pytest_hparams.gate.tolerance import effective_tolerances, marker_tolerances, tolerance_option
-from pytest_hparams.gate.verdicts import (
-    check_metrics,
-    environment_warnings,
-    match_trials,
-    metric_values,
-)
+from pytest_hparams.gate.values import check_metrics, metric_values
+from pytest_hparams.gate.verdicts import environment_warnings, match_trials
 from tests.conftest import lr_trial
 
 ACCURACY = parse_tolerance("accuracy:-0.01")
@@ -139,8 +135,9 @@ def test_a_real_drop_beyond_tolerance_regresses_with_p_and_interval():
     assert low < result.delta < high < -0.01
     text = result.explain()
     assert text.startswith("accuracy regressed: 0.9246 now, 0.955 in the baseline (Δ -0.0304, "
-                           "allowed accuracy:-0.01, p = ")
-    assert "one-sided Welch t-test, 5 vs 5 seeds" in text
+                           "allowed accuracy:-0.01, Welch p = ")
+    assert "one-sided Welch t-test, 5 vs 5 seeds (now vs baseline)" in text
+    assert "  run      α = 0.05, no correction over the run's tests" in text
 
 
 def test_a_drop_within_noise_is_not_a_regression():
@@ -184,7 +181,7 @@ def test_two_runs_whose_losses_are_near_1e200_get_a_verdict_and_a_table():
     comparison = compare_runs(baseline, worse, [parse_tolerance("loss:+5%")])
     assert comparison.counts() == {"regressed": 1}
     assert "baseline 1e+200 ± 7.9e+198 (5 seeds)" in comparison.configs[0].explain()
-    assert "1e+200 ± 7.9e+198 | 1.5e+200 ± 1.2e+199 | 5→5" in markdown_comparison(comparison)
+    assert "1e+200 ± 7.9e+198 | 1.5e+200 ± 1.2e+199 | 5 paired" in markdown_comparison(comparison)
 
 
 def test_one_seed_falls_back_to_the_tolerance_and_says_so():
@@ -299,7 +296,7 @@ def test_changed_hyperparameters_under_the_same_id_are_noted():
 
 
 def test_saved_marker_tolerances_of_the_candidate_override_the_rules():
-    before, now = trial([0.95, 0.96, 0.955]), trial([0.92, 0.93, 0.925])
+    before, now = trial([0.95, 0.96, 0.955]), trial([0.92, 0.931, 0.924])
     assert compare_runs(RunFile([before]), [now], [ACCURACY]).failed
     now.tolerance = {"accuracy": "accuracy:-0.05"}
     assert not compare_runs(RunFile([before]), [now], [ACCURACY]).failed

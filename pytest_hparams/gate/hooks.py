@@ -3,8 +3,18 @@
 ``--hparams-save``/``--hparams-autosave`` save the run into the storage folder when the session
 ends. ``--hparams-compare`` reads the baseline once per process (the controller and each xdist
 worker), compares each item's trial right after its test body and fails the item when a gated
-metric regressed; the session then prints one comparison table per test, adds it to the
-Markdown file and to GitHub's step summary. Bad input is a usage error before any test runs.
+metric regressed; the session then judges every configuration again with the p-values corrected
+over the whole run (``--hparams-compare-correction``), prints one comparison table per test,
+adds it to the Markdown file and to GitHub's step summary, and fails the run on a regression
+the items alone could not show. Bad input is a usage error before any test runs.
+
+Seeds on demand (``--hparams-compare-seeds=MIN:MAX``): before the test body runs, the item's
+``hparams`` fixture value and its recorder are given the first MIN seeds of its plan (the
+marker's seeds, continued with the integers after them up to MAX); after it, while the verdict
+is neither regressed nor clearly within the tolerance, this hook gives them the next seeds and
+runs the test body again (``item.runtest()``), recording into the same trial, so that the runs
+accumulate. A test that trains seeds of its own choosing (not ``hparams.seeds`` or
+``hparams_trial.runs()``) gets no seeds added, and the comparison says so.
 """
 
 from __future__ import annotations
@@ -20,31 +30,35 @@ import pytest
 
 from .. import interrupts
 from ..errors import CompareExpressionError, ResultsFileError
-from ..items import item_recorders, item_spec
+from ..hparams import HParams
+from ..items import item_recorder, item_recorders, item_spec, test_name
 from ..outputs import FINAL_NOTICE, check_writable, failure_text
+from ..recording import TrialRecorder, recording_into
 from ..report import markdown_tables
 from ..runfile import RunFile, read_run
 from ..saved_runs import DEFAULT_STORAGE, check_save_name, resolve_baseline, save_run
-from ..session import HParamsSession
+from ..session import SESSION_KEY, HParamsSession
 from ..trial import TrialResult
 from ..xdist import from_controller, send_to_workers
+from .options import (
+    DEFAULT_CORRECTION,
+    SeedsOnDemand,
+    correction_label,
+    correction_option,
+    seeds_option,
+)
 from .tables import append_markdown, markdown_comparison, render_comparison
 from .tolerance import (
     DEFAULT_ALPHA,
     DEFAULT_FAIL,
     Tolerance,
     alpha_option,
+    effective_tolerances,
     parse_tolerance,
     tolerance_option,
 )
-from .verdicts import (
-    Comparison,
-    check_metrics,
-    compare_runs,
-    compare_trial,
-    match_trials,
-    recorded_metrics,
-)
+from .values import check_metrics, metric_values, recorded_metrics, run_seeds
+from .verdicts import BaselineIndex, Comparison, ConfigComparison, compare_runs, compare_trial
 
 _WORKER_BASELINE = "hparams_baseline"
 
@@ -85,6 +99,15 @@ def add_options(parser: pytest.Parser) -> None:
                     type=alpha_option, default=DEFAULT_ALPHA,
                     help=f"significance level of the one-sided test over seeds (default "
                          f"{DEFAULT_ALPHA:g})")
+    group.addoption("--hparams-compare-correction", dest="hparams_compare_correction",
+                    metavar="bh|holm|none", type=correction_option, default=DEFAULT_CORRECTION,
+                    help=f"correct the verdicts for the number of tests in the run: bh "
+                         f"(Benjamini-Hochberg), holm, or none (default {DEFAULT_CORRECTION})")
+    group.addoption("--hparams-compare-seeds", dest="hparams_compare_seeds", metavar="MIN:MAX",
+                    type=seeds_option, default=None,
+                    help="seeds on demand: each configuration trains MIN seeds, and more, up to "
+                         "MAX, only while its verdict is unsure (e.g. 3:8); without a baseline "
+                         "every configuration trains MAX, so that the run can be one")
     parser.addini("hparams_storage", "the folder of saved runs", default=DEFAULT_STORAGE)
 
 
@@ -98,6 +121,8 @@ class GateSettings:
     baseline: RunFile | None = None
     rules: list[Tolerance] = field(default_factory=list)
     alpha: float = DEFAULT_ALPHA
+    correction: str = DEFAULT_CORRECTION
+    seeds: SeedsOnDemand | None = None
 
 
 def configure(config: pytest.Config, session: HParamsSession) -> None:
@@ -105,7 +130,9 @@ def configure(config: pytest.Config, session: HParamsSession) -> None:
     storage = Path(config.getoption("hparams_storage") or config.getini("hparams_storage"))
     name = config.getoption("hparams_save")
     settings = GateSettings(storage, name is not None or config.getoption("hparams_autosave"),
-                            name or None, alpha=config.getoption("hparams_compare_alpha"))
+                            name or None, alpha=config.getoption("hparams_compare_alpha"),
+                            correction=config.getoption("hparams_compare_correction"),
+                            seeds=config.getoption("hparams_compare_seeds"))
     if settings.save and storage.exists() and not storage.is_dir():
         raise pytest.UsageError(f"--hparams-storage: {storage} is a file; the runs are saved "
                                 f"into a folder: name a folder (default {DEFAULT_STORAGE})")
@@ -158,7 +185,8 @@ def _is_folder(text: str) -> bool:
 
 
 class _GateHooks:
-    """Tolerances onto trials, each item against its baseline, and the session's report."""
+    """Tolerances onto trials, seeds on demand, each item against its baseline, and the
+    session's report."""
 
     def __init__(self, settings: GateSettings, session: HParamsSession) -> None:
         self.settings = settings
@@ -166,9 +194,13 @@ class _GateHooks:
         self.comparison: Comparison | None = None
         self.saved: Path | None = None
         self.errors: list[str] = []  # a save or a Markdown file that could not be written
+        self.index = BaselineIndex(settings.baseline.trials if settings.baseline else [])
+        self.planned: int | None = None
+        self.passed_but_regressed: list[str] = []
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Iterator[None]:
+        plan = self._start_seeds(item)
         try:
             result = yield
         except BaseException:
@@ -176,8 +208,70 @@ class _GateHooks:
             raise
         self._check_marker_metrics(item, self._mark_tolerances(item))
         if self.settings.baseline is not None:
-            self._gate(item)
+            self._gate(item, plan)
         return result
+
+    # -- seeds on demand
+
+    def _start_seeds(self, item: pytest.Item) -> tuple[int, ...] | None:
+        """Give the item the seeds of its first round: MIN of its plan when comparing, all of
+        them otherwise (a run without a baseline may become one)."""
+        spec = item_spec(item)
+        if self.settings.seeds is None or spec is None:
+            return None
+        plan = self.settings.seeds.plan(spec.marker.space.seeds)
+        first = plan if self.settings.baseline is None else plan[: self.settings.seeds.least]
+        _give_seeds(item, item_recorder(item), first)
+        return plan
+
+    def _design(self, item: pytest.Item, recorder: TrialRecorder, plan: tuple[int, ...],
+                before: TrialResult | None) -> tuple[int, ...]:
+        """Record on the trial the looks of its sequential design, as far as the baseline
+        holds the plan's seeds; return the looks (none: a fixed-sample test)."""
+        seeds = self.settings.seeds
+        assert seeds is not None
+        trial = recorder.result
+        held = 0
+        if before is not None:
+            ran = set(run_seeds(before))
+            while held < len(plan) and plan[held] in ran:
+                held += 1
+        trial.seed_design = {"requested": str(seeds), "held": held}
+        trained = run_seeds(trial)
+        if trained != list(plan[: seeds.least]):
+            trial.seed_design["own_seeds"] = (
+                f"{item.nodeid} trained seeds {trained} rather than the {seeds.least} it was "
+                f"given ({list(plan[: seeds.least])}): it chooses its own seeds (not "
+                f"hparams.seeds or hparams_trial.runs()), so none were added")
+            return ()
+        looks = seeds.looks(held)
+        if looks:
+            trial.seed_design.update(looks=list(looks), alpha=self._level(item))
+        return looks
+
+    def _train_more(self, item: pytest.Item, recorder: TrialRecorder,
+                    seeds: tuple[int, ...]) -> bool:
+        """Run the test body again on ``seeds``, recording into the same trial; False when
+        the body did not train exactly them."""
+        trial = recorder.result
+        trained = run_seeds(trial)
+        _give_seeds(item, recorder, seeds)
+        progress = item.config.stash[SESSION_KEY].progress
+        try:
+            with recording_into(recorder):
+                item.runtest()
+        finally:
+            recorder.close_active()
+            progress.clear()
+            trial.seeds = [*trained, *seeds]
+        if run_seeds(trial) == [*trained, *seeds]:
+            return True
+        trial.seed_design["own_seeds"] = (
+            f"{item.nodeid} did not train the seeds {list(seeds)} it was given: it chooses its "
+            f"own seeds, so no more were added")
+        return False
+
+    # -- tolerances
 
     def _mark_tolerances(self, item: pytest.Item) -> dict[str, str | None]:
         """Put the marker's tolerances on the item's trials: saved with them, they gate the
@@ -202,20 +296,72 @@ class _GateHooks:
             pytest.fail(f"{item.nodeid}: hparams key 'tolerance': names {unknown[0]!r}, which "
                         f"no run recorded (recorded: {', '.join(known)})", pytrace=False)
 
-    def _gate(self, item: pytest.Item) -> None:
+    # -- the gate
+
+    def _planned_tests(self, item: pytest.Item) -> int:
+        """How many tests this run's items will make against the baseline: the family that an
+        item's verdict is corrected for before the others have run (sweep configurations
+        inside a test join the correction at the end)."""
+        if self.planned is None:
+            count = 0
+            for other in item.session.items:
+                spec = item_spec(other)
+                values = spec.config.values if spec is not None else {}
+                before = self.index.find(other.nodeid, test_name(other), values)
+                if before is None:
+                    continue
+                overrides = spec.marker.tolerance if spec is not None else {}
+                count += sum(metric_values(before, rule.field) is not None
+                             for rule in effective_tolerances(self.settings.rules, overrides))
+            self.planned = max(count, 1)
+        return self.planned
+
+    def _level(self, item: pytest.Item) -> float:
+        """The level at which one item's test fails it: alpha shared among the run's tests, so
+        that the run-level correction can only confirm the failure."""
+        if self.settings.correction == "none":
+            return self.settings.alpha
+        return self.settings.alpha / self._planned_tests(item)
+
+    def _gate(self, item: pytest.Item, plan: tuple[int, ...] | None) -> None:
         __tracebackhide__ = True
         baseline = self.settings.baseline
         assert baseline is not None
         failures = []
+        own = item_recorder(item) if item_spec(item) is not None else None
         for recorder in item_recorders(item):
             recorder.close_active()
             trial: TrialResult = recorder.result
-            before = match_trials(baseline.trials, [trial])[0][0]
-            result = compare_trial(before, trial, self.settings.rules, self.settings.alpha)
+            before = self.index.find(trial.nodeid, trial.test, trial.hparams)
+            if recorder is own and plan is not None and trial.runs:
+                result = self._sequential(item, recorder, plan, before)
+            else:
+                result = self._compare(item, before, trial)
             if result.failed:
                 failures.append(result.explain(f"baseline {baseline.path}"))
         if failures:
             pytest.fail("\n\n".join(failures), pytrace=False)
+
+    def _compare(self, item: pytest.Item, before: TrialResult | None,
+                 trial: TrialResult) -> ConfigComparison:
+        settings = self.settings
+        family = self._planned_tests(item) if settings.correction != "none" else 1
+        return compare_trial(before, trial, settings.rules, settings.alpha,
+                             correction=settings.correction, family=family)
+
+    def _sequential(self, item: pytest.Item, recorder: TrialRecorder, plan: tuple[int, ...],
+                    before: TrialResult | None) -> ConfigComparison:
+        """Judge the item look by look, training the next seeds while it is undecided."""
+        looks = self._design(item, recorder, plan, before)
+        trial = recorder.result
+        while True:
+            result = self._compare(item, before, trial)
+            trained = len(trial.runs)
+            more = [look for look in looks if look > trained]
+            if not result.needs_seeds or not more:
+                return result
+            if not self._train_more(item, recorder, plan[trained: more[0]]):
+                return self._compare(item, before, trial)
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -224,8 +370,10 @@ class _GateHooks:
             return
         with interrupts.shielded(FINAL_NOTICE, final=True):
             self._finish(exitstatus)
-        if self.errors and session.exitstatus == pytest.ExitCode.OK:
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a "save the baseline" step fails
+        # a "save the baseline" step fails, and so does a run whose regressions only the whole
+        # run's correction revealed
+        if (self.errors or self.passed_but_regressed) and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def _finish(self, exitstatus: int) -> None:
         hparams = self.session
@@ -234,7 +382,11 @@ class _GateHooks:
             environment = {**hparams.environment, "device": str(hparams.device)}
             self.comparison = compare_runs(settings.baseline, hparams.ordered_trials(),
                                            settings.rules, settings.alpha,
-                                           environment=environment)
+                                           environment=environment,
+                                           correction=settings.correction)
+            self.passed_but_regressed = [c.trial.nodeid for c in self.comparison.regressions
+                                         if c.current is not None
+                                         and c.current.outcome == "passed"]
             if hparams.outputs.markdown is not None and hparams.outputs.markdown.exists():
                 self._append(hparams.outputs.markdown, markdown_comparison(self.comparison))
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
@@ -265,7 +417,30 @@ class _GateHooks:
                                            red=self.comparison.failed,
                                            green=not self.comparison.failed)
                 terminalreporter.write_line(render_comparison(self.comparison))
+                self._report_passed_but_regressed(terminalreporter)
             if self.saved is not None:
                 terminalreporter.write_line(f"hparams: saved run {self.saved}")
             for error in self.errors:
                 terminalreporter.write_line(f"hparams: {error}", red=True)
+
+    def _report_passed_but_regressed(self, terminalreporter: Any) -> None:
+        if not self.passed_but_regressed or self.comparison is None:
+            return
+        shown = ", ".join(self.passed_but_regressed[:5])
+        more = len(self.passed_but_regressed) - 5
+        terminalreporter.write_line(
+            f"hparams: {len(self.passed_but_regressed)} configuration(s) regressed "
+            f"under {correction_label(self.comparison.correction, self.comparison.tests)}"
+            f" although their items passed (an item is judged before the rest of the "
+            f"run, at α over the planned tests; the whole run's p-values show more): "
+            f"{shown}{f' and {more} more' if more > 0 else ''}; the run fails",
+            red=True)
+
+
+def _give_seeds(item: pytest.Item, recorder: TrialRecorder, seeds: tuple[int, ...]) -> None:
+    """Make the item's test body train ``seeds``: its ``hparams`` fixture value (read by
+    ``fit``) and its recorder's seeds (read by ``hparams_trial.runs()``)."""
+    recorder.result.seeds = list(seeds)
+    funcargs = getattr(item, "funcargs", None)
+    if isinstance(funcargs, dict) and isinstance(funcargs.get("hparams"), HParams):
+        funcargs["hparams"] = funcargs["hparams"].with_seeds(seeds)

@@ -10,7 +10,8 @@ from tabulate import tabulate
 from ..metrics import MetricSummary
 from ..report import varied_keys
 from ..trial import TrialResult
-from .verdicts import Comparison, ConfigComparison, MetricComparison, format_p
+from .metric_verdict import MetricComparison, format_adjusted, format_p, inconclusive_advice
+from .verdicts import Comparison, ConfigComparison, status_summary
 
 
 @dataclass
@@ -43,13 +44,31 @@ def baseline_label(comparison: Comparison) -> str:
 
 
 def header_lines(comparison: Comparison) -> list[str]:
-    """The baseline, the gate in force and the warnings about where the baseline ran."""
+    """The baseline, the gate in force (rules, level, correction, tests, seeds on demand) and
+    the warnings about where the baseline ran."""
     rules = ", ".join(str(rule) for rule in comparison.rules) or "none"
+    if comparison.tests == 0:
+        correction = "no test to correct"
+    elif comparison.correction == "none":
+        correction = "no correction: each test at α on its own"
+    else:
+        rate = ("the chance of any false alarm in the run" if comparison.correction == "holm"
+                else "the expected share of false alarms among the regressions reported, and "
+                     "the chance of any false alarm when nothing regressed")
+        correction = f"{comparison.correction_label} (keeps at or under α {rate})"
     lines = [
         f"baseline: {baseline_label(comparison)}",
-        f"gate: {rules}, α = {comparison.alpha:g} (one-sided Welch t-test over seeds; a "
-        f"marker's tolerance= overrides it per test)",
+        f"gate: {rules}, α = {comparison.alpha:g}, {correction}",
+        "tests: a one-sided paired t-test on the per-seed differences where both runs trained "
+        "the same seeds, else Welch's t-test; a marker's tolerance= overrides the rule per test",
     ]
+    looks = sorted({tuple(c.current.seed_design.get("looks", ())) for c in comparison.configs
+                    if c.current is not None and c.current.seed_design} - {()})
+    if looks:
+        shown = "; ".join(", ".join(map(str, plan)) for plan in looks)
+        lines.append(f"seeds on demand: looks at {shown} seeds; a configuration stops at the "
+                     f"first look that decides (regressed: α spent O'Brien-Fleming-like; "
+                     f"clearly within the tolerance: Pocock-like)")
     lines += [f"warning: {warning}" for warning in comparison.warnings]
     return lines
 
@@ -88,37 +107,60 @@ def _interval(metric: MetricComparison) -> str:
     return f"[{metric.interval[0]:+.3g}, {metric.interval[1]:+.3g}]"
 
 
-def _seeds(summary: MetricSummary) -> str:
-    return str(summary.n) if summary.n else "-"
+def _seeds(metric: MetricComparison) -> str:
+    """``5 paired`` when the seeds were paired, else ``5→4`` (baseline→now)."""
+    if metric.paired:
+        return f"{len(metric.current)} paired"
+    before, after = len(metric.baseline), len(metric.current)
+    return f"{before or '-'}→{after or '-'}"
 
 
 def build_comparison_table(test: str, configs: list[ConfigComparison],
                            comparison: Comparison) -> ComparisonTable:
-    """The table of one test: a row per configuration and gated metric."""
+    """The table of one test: a row per configuration and gated metric (and a status row
+    where runs now stop that ran ok in the baseline)."""
     trials: list[TrialResult] = [c.trial for c in configs]
     keys = varied_keys(trials)
     metrics = {m.metric for c in configs for m in c.metrics}
-    show_metric = len(metrics) > 1
+    show_metric = len(metrics) > 1 or any(c.status_changes for c in configs)
+    corrected = comparison.correction != "none"
     level = f"{1 - 2 * comparison.alpha:.0%}"
     headers = [*keys] if keys else ["configuration"]
     if show_metric:
         headers.append("metric")
-    headers += ["baseline", "now", "seeds", "Δ", f"{level} interval\nof Δ", "p", "verdict"]
+    headers += ["baseline", "now", "seeds", "Δ", f"{level} interval\nof Δ", "p"]
+    if corrected:
+        headers.append(f"adjusted\np ({comparison.correction.upper()})")
+    headers.append("verdict")
     rows: list[list[str]] = []
     notes: list[str] = []
     for config in configs:
         label = ([_clip(config.trial.label(k)) for k in keys] if keys
                  else [_clip(config.config_id)])
-        if not config.metrics:
+        if not config.metrics and not config.status_changes:
             empty = ["-"] * (len(headers) - len(label) - 1)
             rows.append([*label, *empty, config.verdict])
             continue
-        for metric in config.metrics:
-            rows.append(_metric_row(label, metric, show_metric))
+        if config.status_changes:
+            rows.append(_status_row(label, config, len(headers)))
             label = [""] * len(label)
+            notes.append(f"{config.config_id}: {status_summary(config)} "
+                         f"({'; '.join(config.status_changes)})")
+        for metric in config.metrics:
+            rows.append(_metric_row(label, metric, show_metric, corrected))
+            label = [""] * len(label)
+            if metric.verdict == "regressed" and metric.p_worse is None and \
+                    metric.method.startswith("not finite"):
+                notes.append(f"{config.config_id}: {metric.metric} {metric.method}")
         notes += [f"{config.config_id}: {note}" for note in config.notes]
     if any("†" in row[-1] for row in rows):
-        notes.append("† the tolerance alone decided: one seed on a side, or no spread over seeds")
+        notes.append("† no test decided: one seed on a side, no spread over seeds, a value "
+                     "that is no longer finite, or a run that now stops")
+    inconclusive = [c for c in configs if c.verdict == "inconclusive"]
+    if inconclusive:
+        seeds = min(len(m.current) for c in inconclusive for m in c.metrics
+                    if m.verdict == "inconclusive")
+        notes.append(f"inconclusive: {inconclusive_advice(seeds)}")
     title = f"{test}: {len(configs)} configuration{'s' if len(configs) != 1 else ''}"
     if not show_metric and metrics:
         rule = next(m.tolerance for c in configs for m in c.metrics)
@@ -126,15 +168,26 @@ def build_comparison_table(test: str, configs: list[ConfigComparison],
     return ComparisonTable(test, title, headers, rows, notes)
 
 
-def _metric_row(label: list[str], metric: MetricComparison, show_metric: bool) -> list[str]:
+def _status_row(label: list[str], config: ConfigComparison, width: int) -> list[str]:
+    assert config.current is not None
+    bad = sum(run.status != "ok" for run in config.current.runs)
+    now = f"{bad} of {len(config.current.runs)} stopped"
+    cells = [*label, "status", "ok", now]
+    return [*cells, *["-"] * (width - len(cells) - 1), "REGRESSED †"]
+
+
+def _metric_row(label: list[str], metric: MetricComparison, show_metric: bool,
+                corrected: bool) -> list[str]:
     """One gated metric of one configuration, as cells; † marks a verdict without a test."""
     verdict = metric.verdict.upper() if metric.failed else metric.verdict
     if metric.p_value is None and metric.verdict not in ("no baseline", "not recorded"):
         verdict += " †"
     before, after = metric.baseline_summary, metric.current_summary
-    return [*label, *([metric.metric] if show_metric else []), _spread(before), _spread(after),
-            f"{_seeds(before)}→{_seeds(after)}", _delta(metric), _interval(metric),
-            format_p(metric), verdict]
+    cells = [*label, *([metric.metric] if show_metric else []), _spread(before), _spread(after),
+             _seeds(metric), _delta(metric), _interval(metric), format_p(metric)]
+    if corrected:
+        cells.append(format_adjusted(metric))
+    return [*cells, verdict]
 
 
 _LABEL_WIDTH = 24

@@ -1,291 +1,29 @@
-"""Verdicts over seeds: each configuration's metrics, baseline against now, under tolerances.
+"""Verdicts of configurations and runs: each configuration's metrics and status, baseline
+against now, corrected over the run.
 
-With two or more seeds on both sides a configuration regresses only when the data show, at
-confidence ``1 - alpha``, that the change goes beyond the tolerance: a one-sided Welch t-test of
-H0 "the change is within tolerance" (``scipy.stats.ttest_ind(equal_var=False)``; a
-non-inferiority test). A change smaller than the tolerance therefore fails at most ``alpha`` of
-the time, and an unchanged model far less often. With one seed on either side there is no
-spread to test against, and the tolerance alone decides. Configurations are matched between
-two runs by test item, then by hyperparameters.
+Configurations are matched between two runs by test item, then by hyperparameters. Each gated
+metric gets a verdict (``metric_verdict``); a configuration whose runs now diverge, run out of
+memory or fail where the baseline's ran ok regresses whatever its metrics say. Over a run, the
+tests' p-values are corrected for their number (Benjamini-Hochberg by default, or Holm), so
+that a suite of 60 unchanged configurations raises a false alarm no more often than one would.
 """
 
 from __future__ import annotations
 
-import difflib
 import json
-import math
-import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..errors import CompareExpressionError
-from ..metrics import MetricSummary, scale_exponent, times_power_of_two
 from ..runfile import RunFile
 from ..trial import TrialResult, jsonable
-from .tolerance import ALIASES, DEFAULT_ALPHA, Tolerance, effective_tolerances, parse_tolerance
+from .metric_verdict import MetricComparison, compare_metric
+from .options import DEFAULT_CORRECTION, correction_label
+from .tolerance import DEFAULT_ALPHA, Tolerance, effective_tolerances, parse_tolerance
+from .values import metric_values, run_seeds, status_changes
 
-#: Verdicts that fail a test item.
-FAILING = ("regressed", "not recorded")
-
-
-# --------------------------------------------------------------------------- values
-
-
-def metric_values(trial: TrialResult, name: str) -> list[float] | None:
-    """The per-seed values of metric ``name`` (an alias allowed), or None if not recorded.
-
-    A seed that did not reach the target counts, for ``epochs_to_target``, as one epoch more
-    than it trained and, for ``seconds_to_target``, as its whole wall time: lower bounds of
-    what it would have needed, so that missing the target reads as slower, not as absent.
-    """
-    name = ALIASES.get(name, name)
-    runs = trial.runs
-    if not runs:
-        return None
-    if name == "wall_seconds":
-        return [run.wall_seconds for run in runs]
-    if name in ("epochs_to_target", "seconds_to_target"):
-        if not trial.target:
-            return None
-        if name == "epochs_to_target":
-            return [float(r.epochs_to_target if r.reached_target else r.epochs + 1) for r in runs]
-        return [float(r.seconds_to_target if r.seconds_to_target is not None else r.wall_seconds)
-                for r in runs]
-    if not any(name in run.final for run in runs):
-        return None
-    return [run.final.get(name, math.nan) for run in runs]
-
-
-def recorded_metrics(trials: Iterable[TrialResult]) -> list[str]:
-    """Every metric name a tolerance could use on these trials, aliases included."""
-    names: dict[str, None] = {}
-    for trial in trials:
-        names.update(dict.fromkeys(trial.metric_names))
-        if trial.runs:
-            names.update(dict.fromkeys(("wall_seconds", "time")))
-        if trial.target and trial.runs:
-            names.update(dict.fromkeys(("epochs_to_target", "seconds_to_target")))
-    return list(names)
-
-
-def check_metrics(rules: Sequence[Tolerance], trials: Sequence[TrialResult], where: str) -> None:
-    """Raise CompareExpressionError for a rule whose metric none of ``trials`` recorded."""
-    known = recorded_metrics(trials)
-    for rule in rules:
-        if rule.metric in known:
-            continue
-        close = difflib.get_close_matches(rule.metric, known, n=1)
-        hint = f"; did you mean {close[0]}?" if close else ""
-        raise CompareExpressionError(
-            f"{rule}: no trial in {where} recorded the metric {rule.metric!r} (recorded: "
-            f"{', '.join(known) or 'nothing'}){hint}"
-        )
-
-
-# --------------------------------------------------------------------------- one metric
-
-
-@dataclass(frozen=True)
-class MetricComparison:
-    """One metric of one configuration, baseline against now, and the verdict.
-
-    ``delta`` is now minus baseline (means over seeds); ``interval`` is its two-sided
-    ``1 - 2 alpha`` Welch interval, whose bound crosses the tolerance exactly when the
-    one-sided test at ``alpha`` rejects; ``p_value`` belongs to the test that decided.
-    """
-
-    tolerance: Tolerance
-    baseline: tuple[float, ...]
-    current: tuple[float, ...]
-    alpha: float
-    verdict: str
-    method: str
-    p_value: float | None = None
-    interval: tuple[float, float] | None = None
-
-    @property
-    def metric(self) -> str:
-        return self.tolerance.metric
-
-    @property
-    def baseline_summary(self) -> MetricSummary:
-        return MetricSummary(self.baseline)
-
-    @property
-    def current_summary(self) -> MetricSummary:
-        return MetricSummary(self.current)
-
-    @property
-    def baseline_mean(self) -> float:
-        return self.baseline_summary.mean
-
-    @property
-    def current_mean(self) -> float:
-        return self.current_summary.mean
-
-    @property
-    def delta(self) -> float:
-        return self.current_mean - self.baseline_mean
-
-    @property
-    def margin(self) -> float:
-        return self.tolerance.margin(self.baseline_mean)
-
-    @property
-    def failed(self) -> bool:
-        return self.verdict in FAILING
-
-    def summary(self) -> str:
-        """One line: the verdict, now against the baseline, the change and the test."""
-        rule = self.tolerance
-        if self.verdict == "not recorded":
-            return (f"{rule.metric} not recorded: the baseline has "
-                    f"{_spread(self.baseline_summary)}, this run no finite value")
-        text = (f"{rule.metric} {self.verdict}: {self.current_mean:.4g} now, "
-                f"{self.baseline_mean:.4g} in the baseline (Δ {self.delta:+.3g}, allowed {rule}")
-        if self.p_value is not None:
-            text += f", p = {_p(self.p_value)}"
-        return text + ")"
-
-    def explain(self) -> str:
-        """Obtained, baseline, change, interval, p-value and tolerance, for a failure message."""
-        return "\n".join([self.summary(), *self.details()])
-
-    def details(self) -> list[str]:
-        """The lines under the summary: spreads, change and interval, tolerance, the test."""
-        if self.verdict == "not recorded":
-            return []
-        lines = [f"  now      {_spread(self.current_summary)}",
-                 f"  baseline {_spread(self.baseline_summary)}"]
-        change = f"  change   {self.delta:+.4g}"
-        if self.baseline_mean:
-            change += f" ({self.delta / abs(self.baseline_mean):+.1%})"
-        if self.interval is not None:
-            level = 1 - 2 * self.alpha
-            change += f", {level:.0%} interval [{self.interval[0]:+.4g}, {self.interval[1]:+.4g}]"
-        lines.append(change)
-        bound = self.margin if self.tolerance.lower_is_better else -self.margin
-        lines.append(f"  allowed  {self.tolerance} (a change of {bound:+.4g})")
-        lines.append(f"  test     {self.method}")
-        return lines
-
-
-def _spread(summary: MetricSummary) -> str:
-    if not summary.n:
-        return "no value"
-    if summary.n == 1:
-        return f"{summary.mean:.4g} (1 seed)"
-    return f"{summary.mean:.4g} ± {summary.std:.2g} ({summary.n} seeds)"
-
-
-def _finite(values: Iterable[float] | None) -> tuple[float, ...]:
-    if values is None:
-        return ()
-    return tuple(float(v) for v in values if v is not None and math.isfinite(v))
-
-
-def compare_metric(
-    baseline: Iterable[float] | None,
-    current: Iterable[float] | None,
-    tolerance: Tolerance,
-    alpha: float = DEFAULT_ALPHA,
-) -> MetricComparison:
-    """Compare one metric's per-seed values, baseline against now, under ``tolerance``.
-
-    Verdicts: ``regressed`` (beyond the tolerance in the bad direction, and significant),
-    ``improved`` (beyond the tolerance in the good direction, and significant),
-    ``inconclusive`` (the mean moved beyond the tolerance the bad way, but not significantly:
-    add seeds), ``unchanged``, ``not recorded`` (the baseline has values, this run none: fails)
-    and ``no baseline`` (nothing to compare against: passes). Non-finite values are left out.
-    """
-    base, now = _finite(baseline), _finite(current)
-    if not base:
-        return MetricComparison(tolerance, base, now, alpha, "no baseline",
-                                "nothing to compare: the baseline has no finite value")
-    if not now:
-        return MetricComparison(tolerance, base, now, alpha, "not recorded",
-                                "this run has no finite value")
-    before, after = MetricSummary(base), MetricSummary(now)
-    margin = tolerance.margin(before.mean)
-    # In the metric's "good" orientation: positive is better.
-    gain = _good_sign(tolerance) * (after.mean - before.mean)
-    if len(base) < 2 or len(now) < 2:
-        return _by_tolerance(tolerance, base, now, alpha, gain, margin,
-                             f"tolerance only: {min(len(base), len(now))} seed on one side, "
-                             f"no spread to test against")
-    if before.std == 0 and after.std == 0:
-        return _by_tolerance(tolerance, base, now, alpha, gain, margin,
-                             "tolerance only: every seed gave the same value on both sides")
-    return _by_welch_test(tolerance, base, now, alpha, gain, margin)
-
-
-def _good_sign(tolerance: Tolerance) -> float:
-    return -1.0 if tolerance.lower_is_better else 1.0
-
-
-def _by_welch_test(tolerance: Tolerance, base: tuple[float, ...], now: tuple[float, ...],
-                   alpha: float, gain: float, margin: float) -> MetricComparison:
-    from scipy import stats
-
-    sign = _good_sign(tolerance)
-    # The t statistic does not change when both samples and the margin are scaled alike; scaled
-    # by a power of two (exact) to near 1, values of 1e200 do not overflow when squared.
-    exponent = scale_exponent([*base, *now])
-
-    def scaled(values: Iterable[float]) -> list[float]:
-        return [times_power_of_two(v, -exponent) for v in values]
-
-    good, reference = scaled(sign * v for v in now), scaled(sign * v for v in base)
-    allowance = times_power_of_two(margin, -exponent)
-    with warnings.catch_warnings():
-        # scipy warns of precision loss when one side's seeds nearly agree; the test stays valid.
-        warnings.simplefilter("ignore", RuntimeWarning)
-        # H0: gain >= -margin (within tolerance); H1: gain < -margin (a regression).
-        worse = stats.ttest_ind([v + allowance for v in good], reference, equal_var=False,
-                                alternative="less")
-        # H0: gain <= +margin; H1: gain > +margin (an improvement beyond the tolerance).
-        better = stats.ttest_ind([v - allowance for v in good], reference, equal_var=False,
-                                 alternative="greater")
-        two_sided = stats.ttest_ind(scaled(now), scaled(base), equal_var=False)
-    ci = two_sided.confidence_interval(confidence_level=1 - 2 * alpha)
-    interval = (times_power_of_two(float(ci.low), exponent),
-                times_power_of_two(float(ci.high), exponent))
-    p_worse, p_better = float(worse.pvalue), float(better.pvalue)
-    allowed = f"{-sign * margin:+.4g}"
-    if p_worse < alpha:
-        verdict, p = "regressed", p_worse
-        method = f"p = {_p(p)} < α = {alpha:g} for H0: the change is within {allowed}"
-    elif p_better < alpha:
-        verdict, p = "improved", p_better
-        method = f"p = {_p(p)} < α = {alpha:g} for H0: the gain is within {sign * margin:+.4g}"
-    else:
-        verdict = "inconclusive" if gain < -margin else "unchanged"
-        p = p_worse
-        method = f"p = {_p(p)} ≥ α = {alpha:g} for H0: the change is within {allowed}"
-    method += f" (one-sided Welch t-test, {len(now)} vs {len(base)} seeds)"
-    return MetricComparison(tolerance, base, now, alpha, verdict, method, p, interval)
-
-
-def _by_tolerance(tolerance: Tolerance, base: tuple[float, ...], now: tuple[float, ...],
-                  alpha: float, gain: float, margin: float, method: str) -> MetricComparison:
-    # A change of exactly the tolerance is within it, whatever the float rounding.
-    if gain < -margin and not math.isclose(gain, -margin, abs_tol=1e-12):
-        verdict = "regressed"
-    elif gain > margin and not math.isclose(gain, margin, abs_tol=1e-12):
-        verdict = "improved"
-    else:
-        verdict = "unchanged"
-    return MetricComparison(tolerance, base, now, alpha, verdict, method)
-
-
-def _p(p: float) -> str:
-    return "<0.0001" if p < 1e-4 else f"{p:.2g}"
-
-
-def format_p(comparison: MetricComparison) -> str:
-    """The p-value as a table shows it: ``-`` when the tolerance alone decided."""
-    return "-" if comparison.p_value is None else _p(comparison.p_value)
+if TYPE_CHECKING:
+    from .statistics import SequentialDesign
 
 
 # --------------------------------------------------------------------------- configurations
@@ -293,7 +31,11 @@ def format_p(comparison: MetricComparison) -> str:
 
 @dataclass
 class ConfigComparison:
-    """One configuration of one test, matched between the baseline and this run."""
+    """One configuration of one test, matched between the baseline and this run.
+
+    ``status_changes`` lists the seeds whose run now ended worse (diverged, out of memory, an
+    error) than in the baseline: the configuration regresses whatever its metrics say.
+    """
 
     test: str
     config_id: str
@@ -301,6 +43,7 @@ class ConfigComparison:
     current: TrialResult | None
     metrics: list[MetricComparison] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    status_changes: list[str] = field(default_factory=list)
 
     @property
     def trial(self) -> TrialResult:
@@ -321,27 +64,54 @@ class ConfigComparison:
 
     @property
     def failed(self) -> bool:
-        return any(m.failed for m in self.metrics)
+        return bool(self.status_changes) or any(m.failed for m in self.metrics)
+
+    @property
+    def needs_seeds(self) -> bool:
+        """Whether seeds on demand should train more: a metric is undecided before the design's
+        last look, and nothing has failed yet."""
+        return not self.failed and any(m.needs_seeds for m in self.metrics)
 
     @property
     def verdict(self) -> str:
-        """The worst of the metrics' verdicts, or the status when nothing was compared."""
+        """The worst of the metrics' verdicts (a worse status is ``regressed``), or the status
+        when nothing was compared."""
         if self.status != "compared":
             return self.status
+        if self.status_changes:
+            return "regressed"
         for verdict in ("not recorded", "regressed", "inconclusive", "improved", "unchanged"):
             if any(m.verdict == verdict for m in self.metrics):
                 return verdict
         return "not gated"
 
     def explain(self, baseline_name: str = "the baseline") -> str:
-        """The failure message of a regressed configuration: one line per failed metric, then
-        the details."""
+        """The failure message of a regressed configuration: one line per failed metric (and
+        the status), then the details."""
         failed = [m for m in self.metrics if m.failed]
         lines = [m.summary() for m in failed]
+        if self.status_changes:
+            lines.insert(0, f"status regressed: {status_summary(self)}")
         lines.append(f"{self.trial.nodeid} against {baseline_name}:")
+        if self.status_changes:
+            lines += ["status (a run that stops is a regression, whatever its metrics):",
+                      *(f"  {change}" for change in self.status_changes)]
         for metric in failed:
             lines += [f"{metric.metric}:", *metric.details()]
         return "\n".join([*lines, *self.notes])
+
+
+def status_summary(config: ConfigComparison) -> str:
+    """``diverged on 3 of 5 seeds, ok in the baseline``."""
+    assert config.current is not None
+    statuses: dict[str, int] = {}
+    for run in config.current.runs:
+        if run.status != "ok":
+            statuses[run.status] = statuses.get(run.status, 0) + 1
+    total = len(config.current.runs)
+    shown = ", ".join(f"{status} on {n} of {total} seed{'s' if total != 1 else ''}"
+                      for status, n in statuses.items())
+    return f"{shown} now, where the baseline ran ok"
 
 
 def compare_trial(
@@ -349,8 +119,16 @@ def compare_trial(
     current: TrialResult | None,
     rules: Sequence[Tolerance],
     alpha: float = DEFAULT_ALPHA,
+    *,
+    correction: str = "none",
+    family: int = 1,
 ) -> ConfigComparison:
-    """Compare one configuration under ``rules`` and the current trial's own tolerances."""
+    """Compare one configuration under ``rules`` and the current trial's own tolerances.
+
+    Each metric is judged as one of ``family`` tests of the run under ``correction`` (the
+    default: alone, at ``alpha``); seeds both sides ran are paired, and a trial trained with
+    seeds on demand is judged look by look (its ``seed_design``).
+    """
     either = current or baseline
     assert either is not None
     result = ConfigComparison(either.test or either.nodeid, either.config_id, baseline, current)
@@ -359,15 +137,45 @@ def compare_trial(
     assert baseline is not None and current is not None
     if _canonical(baseline.hparams) != _canonical(current.hparams):
         result.notes.append(f"hyperparameters changed: {_hparams_change(baseline, current)}")
-    overrides = {m: (parse_tolerance(t) if t is not None else None)
-                 for m, t in current.tolerance.items()}
-    for rule in effective_tolerances(rules, overrides):
-        before = metric_values(baseline, rule.field)
-        now = metric_values(current, rule.field)
+    result.status_changes = status_changes(baseline, current)
+    design = seed_design(current, alpha)
+    result.notes += design_notes(current)
+    seeds = (run_seeds(baseline), run_seeds(current))
+    for rule in gated_rules(rules, current):
+        before = metric_values(baseline, rule.field, beside=current)
+        now = metric_values(current, rule.field, beside=baseline)
         if before is None and now is None:
             continue
-        result.metrics.append(compare_metric(before, now, rule, alpha))
+        result.metrics.append(compare_metric(before, now, rule, alpha, seeds=seeds,
+                                             design=design, correction=correction,
+                                             family=family))
     return result
+
+
+def gated_rules(rules: Sequence[Tolerance], trial: TrialResult) -> list[Tolerance]:
+    """The command line's rules, overridden metric by metric by the trial's marker."""
+    overrides = {m: (parse_tolerance(t) if t is not None else None)
+                 for m, t in trial.tolerance.items()}
+    return effective_tolerances(rules, overrides)
+
+
+def seed_design(trial: TrialResult, alpha: float) -> SequentialDesign | None:
+    """The sequential design a trial was trained under (seeds on demand), or None.
+
+    The trial records its looks and the level of its regression boundary (the run's alpha
+    shared among the run's tests); the "clearly within" boundary spends ``alpha``.
+    """
+    recorded = trial.seed_design
+    looks = recorded.get("looks") if isinstance(recorded, Mapping) else None
+    level = recorded.get("alpha") if isinstance(recorded, Mapping) else None
+    if not looks or not isinstance(level, (int, float)) or not 0 < level < 1:
+        return None
+    from .statistics import SequentialDesign
+
+    try:
+        return SequentialDesign(tuple(int(n) for n in looks), float(level), alpha)
+    except (TypeError, ValueError):
+        return None
 
 
 def _hparams_change(baseline: TrialResult, current: TrialResult) -> str:
@@ -380,6 +188,39 @@ def _hparams_change(baseline: TrialResult, current: TrialResult) -> str:
             shown = ["-" if value is missing else repr(value) for value in (old, new)]
             changes.append(f"{key} {shown[0]} → {shown[1]}")
     return ", ".join(changes)
+
+
+def design_notes(trial: TrialResult) -> list[str]:
+    """What seeds on demand could not do for this trial: the baseline lacked seeds it needed,
+    or the test chose its own seeds."""
+    recorded = trial.seed_design if isinstance(trial.seed_design, Mapping) else {}
+    notes = []
+    requested, held = recorded.get("requested"), recorded.get("held")
+    if isinstance(requested, str) and isinstance(held, int):
+        least, _, most = requested.partition(":")
+        if held < int(most or 0):
+            stop = (f"so it stops at {held}" if held >= int(least or 0) else
+                    f"fewer than the {least} it starts with, so a fixed-sample test of the seeds "
+                    f"trained decided (paired where the baseline has them, else Welch)")
+            notes.append(f"seeds on demand {requested}: the baseline holds {held} of the {most} "
+                         f"seeds this configuration may train, {stop}; save the baseline with "
+                         f"--hparams-compare-seeds={requested} so that it trains all {most}")
+    if recorded.get("own_seeds"):
+        notes.append(f"seeds on demand: {recorded['own_seeds']}")
+    return notes
+
+
+class BaselineIndex:
+    """A baseline's trials found as ``match_trials`` pairs them: by test item (nodeid), else
+    by test and hyperparameters."""
+
+    def __init__(self, trials: Sequence[TrialResult]) -> None:
+        self.by_node = {t.nodeid: t for t in trials}
+        self.by_values = {(t.test, _canonical(t.hparams)): t for t in trials}
+
+    def find(self, nodeid: str, test: str, hparams: Mapping[str, Any]) -> TrialResult | None:
+        found = self.by_node.get(nodeid)
+        return found if found is not None else self.by_values.get((test, _canonical(hparams)))
 
 
 def match_trials(
@@ -415,7 +256,10 @@ def _canonical(hparams: Mapping[str, Any]) -> str:
 
 @dataclass
 class Comparison:
-    """A whole run against its baseline: every configuration's verdict and the warnings."""
+    """A whole run against its baseline: every configuration's verdict and the warnings.
+
+    ``correction`` (``bh``, ``holm`` or ``none``) adjusted the p-values of ``tests`` tests.
+    """
 
     baseline: RunFile
     configs: list[ConfigComparison]
@@ -423,6 +267,8 @@ class Comparison:
     alpha: float
     warnings: list[str] = field(default_factory=list)
     tests_not_run: list[str] = field(default_factory=list)
+    correction: str = DEFAULT_CORRECTION
+    tests: int = 0
 
     @property
     def regressions(self) -> list[ConfigComparison]:
@@ -431,6 +277,10 @@ class Comparison:
     @property
     def failed(self) -> bool:
         return bool(self.regressions)
+
+    @property
+    def correction_label(self) -> str:
+        return correction_label(self.correction, self.tests)
 
     def counts(self) -> dict[str, int]:
         """How many configurations got each verdict, worst first."""
@@ -449,8 +299,12 @@ def compare_runs(
     alpha: float = DEFAULT_ALPHA,
     *,
     environment: Mapping[str, Any] | None = None,
+    correction: str = DEFAULT_CORRECTION,
+    family: int = 0,
 ) -> Comparison:
-    """Compare this run's trials against a baseline run, configuration by configuration.
+    """Compare this run's trials against a baseline run, configuration by configuration, and
+    correct the verdicts for the number of tests (at least ``family``, when the run planned
+    more than it compared).
 
     Configurations only in the baseline are ``missing`` when their test ran now; tests that
     did not run at all (deselected, removed) are listed in ``tests_not_run`` instead.
@@ -463,10 +317,30 @@ def compare_runs(
             not_run[before.test] = None
             continue
         configs.append(compare_trial(before, now, rules, alpha))
+    tests = _correct(configs, correction, family)
     warnings = environment_warnings(baseline, environment) if environment is not None else []
     if current and baseline.trials and all(c.status == "new" for c in configs):
         warnings.append("no configuration of this run is in the baseline: is it the right file?")
-    return Comparison(baseline, configs, list(rules), alpha, warnings, list(not_run))
+    return Comparison(baseline, configs, list(rules), alpha, warnings, list(not_run),
+                      correction, tests)
+
+
+def _correct(configs: list[ConfigComparison], correction: str, family: int) -> int:
+    """Judge every tested metric again with p-values adjusted over all of them; return how
+    many tests the correction counted."""
+    tested = [(config, index) for config in configs
+              for index, metric in enumerate(config.metrics) if metric.statistical]
+    tests = max(len(tested), family)
+    if not tested:
+        return tests
+    from .statistics import adjust
+
+    worse = adjust([config.metrics[i].p_worse for config, i in tested], correction, tests)
+    better = adjust([config.metrics[i].p_better for config, i in tested], correction, tests)
+    label = correction_label(correction, tests) if correction != "none" else ""
+    for (config, index), w, b in zip(tested, worse, better, strict=True):
+        config.metrics[index] = config.metrics[index].judged(float(w), float(b), label)
+    return tests
 
 
 def environment_warnings(baseline: RunFile, current: Mapping[str, Any]) -> list[str]:
