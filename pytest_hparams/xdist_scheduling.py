@@ -71,8 +71,9 @@ class _Chunks:
 
 def take_whole(pending: list[int], count: int, units: dict[int, tuple[int, ...]]) -> list[int]:
     """Take about ``count`` indices from the front of ``pending`` and remove them: whole units
-    (a chunk's pending indices, or one unchunked index) while they fit in ``count``, and at least
-    one unit, however large."""
+    (a chunk's pending indices, or one unchunked index) while they fit in ``count``, then more
+    until there are ``MIN_PENDING`` when ``count`` asked for as many (a worker runs an item only
+    once it holds the next, or is told to stop)."""
     if count <= 0:
         return []
     if not units:
@@ -82,11 +83,12 @@ def take_whole(pending: list[int], count: int, units: dict[int, tuple[int, ...]]
     waiting = set(pending)
     chosen: set[int] = set()
     taken: list[int] = []
+    least = min(count, MIN_PENDING)
     for index in pending:
         if index in chosen:
             continue
         unit = [member for member in units.get(index, (index,)) if member in waiting]
-        if taken and len(taken) + len(unit) > count:
+        if len(taken) >= least and len(taken) + len(unit) > count:
             break
         chosen.update(unit)
         taken.extend(unit)
