@@ -271,7 +271,9 @@ class ChunkScheduling:
                             and first is not None and first.plugin is self)
         return self._active
 
-    @pytest.hookimpl(tryfirst=True, optionalhook=True)
+    # Not tryfirst: registered after xdist and conftests, this runs before their plain
+    # implementations (pluggy calls the last registered first) and after any that insist.
+    @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
         if not self.active:
             return None
