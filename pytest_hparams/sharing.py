@@ -46,9 +46,9 @@ from .xdist import (
 
 #: pytest-xdist modes that keep every item of one test function on one worker.
 GROUPING_DIST_MODES = ("no", "each", "loadscope", "loadfile")
-#: The fewest runs (configurations × seeds) of an xdist chunk: below about 8 rows, a stack of
-#: small models costs nearly as much wall time as one of 8, so splitting it further across
-#: workers gains little and costs CPU (README, "Running on several processes").
+#: The fewest runs (configurations × seeds) of an xdist chunk: below 8, a stack of small models
+#: costs about as much wall time as one of 8, so a smaller chunk saves no time and spends CPU
+#: (measured: README, "Running on several processes"; benchmarks/xdist_speedup.py).
 DEFAULT_MIN_CHUNK = 8
 
 _DIST_KEY = "hparams_dist"

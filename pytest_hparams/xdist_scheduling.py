@@ -3,15 +3,17 @@
 ``pytest_xdist_make_scheduler`` returns, for ``--dist`` load, loadscope, loadfile, loadgroup
 and worksteal, a subclass of xdist's own scheduler for that mode. Each worker names the chunk of
 every item in one when it sends its collection (``xdist.ChunkedCollection``); the scheduler
-reads the names back (``xdist.decode_collection``), so everything it keeps, reports and hands to
-other hooks carries the items' real node ids. A chunk is one unit of work: the load modes send
-it whole where they would send its first item, worksteal steals only whole chunks that have not
-started, and the scope modes make it a scope of its own. Every other item is scheduled as the
-mode schedules it. ``each`` and ``no`` are left to xdist.
+reads the names back (``xdist.decode_collection``), so what it keeps and reports (a crashed
+worker's item, say) carries the items' real node ids. Only ``pytest_xdist_node_collection_
+finished``, which xdist calls with the ids as they came, sees the names (this plugin's own
+implementation reads them back too). A chunk is one unit of work: the load modes send it whole
+where they would send its first item, worksteal steals only whole chunks that have not started,
+and the scope modes make it a scope of its own. Every other item is scheduled as the mode
+schedules it. ``each`` and ``no`` are left to xdist.
 
-The controller tells its workers to name chunks (``xdist.CHUNKS``, through ``workerinput``) only
-when this plugin's scheduler hook is the one xdist will call first, so a worker never names
-chunks for a scheduler that would not read them.
+The controller tells its workers to name chunks (``xdist.CHUNKS``, sent with
+``send_to_workers``) only when this plugin's scheduler hook is the one xdist will call first,
+so a worker never names chunks for a scheduler that would not read them.
 """
 
 from __future__ import annotations

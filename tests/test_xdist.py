@@ -243,8 +243,8 @@ def test_lf_k_and_a_plain_run_give_each_configuration_the_numbers_of_a_full_xdis
     assert [t["nodeid"] for t in again_trials] == failed
     assert [_comparable(t) for t in again_trials] == [by_id[n] for n in failed]
     # -k picks three rates, and a plain run trains all of them in one stack: the same numbers.
-    for args, count in ((["-n", "2", "-k", "0.0225 or 0.03375 or 0.129746"], 3),
-                        (["-p", "no:xdist"], 19)):
+    for args, count in ((["-n", "2", "-k", "0.0225 or 0.03375 or 0.170859"], 3),
+                        (["-p", "no:xdist"], 18)):
         _, run_trials = _run(pytester, *args, "-p", "no:cacheprovider", "--hparams-threads", "1")
         assert len(run_trials) == count
         assert all(_comparable(t) == by_id[t["nodeid"]] for t in run_trials)
