@@ -52,8 +52,8 @@ class _Chunks:
 
     def settle(self, log: Any) -> None:
         """Fix the chunks when scheduling starts. Workers that disagree (another version of
-        the plugin on a host) leave every item unchunked: each worker still trains only what
-        its own chunk holds, so results stay the same; only sharing is lost."""
+        the plugin on a host) leave every item unchunked: results stay the same (a row does
+        not depend on its stack-mates), but a worker may train chunk-mates that run elsewhere."""
         plans = list(self.per_node.values())
         if plans and all(plan == plans[0] for plan in plans):
             self.of = plans[0]
