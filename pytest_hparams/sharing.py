@@ -9,27 +9,47 @@ the same model, data, loss, target and keyword settings, its own hyperparameters
 seeds. Anything else (a test body that builds other data, or passes other settings, from its
 hyperparameters) makes the item train by itself, so sharing never changes a result.
 
+Under pytest-xdist, the items of a test that may share a stack are dealt into xdist chunks
+(``plan_xdist_chunks``): as many as it takes to keep every worker busy, none with fewer runs
+than ``--hparams-xdist-min-chunk``. Every worker computes the same chunks from its (identical)
+collection; the controller's scheduler (``xdist_scheduling``) sends each chunk whole to one
+worker, and a leader there trains only the items of its own chunk.
+
 ``sharing_for(item)`` makes the item's ``Peers`` (``training.peers``) current while it runs;
 the runs left for items are kept per session in ``config.stash``. This module also declares the
-options of vectorised training and prints, under ``-v``, how each trial trained.
+options of vectorised training and prints, under ``-v``, how each trial trained and which
+worker trained which xdist chunk.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from .hparams import HParams
-from .items import PARAM, ItemSpec, item_spec, test_name
+from .items import PARAM, ItemSpec, item_recorder, item_spec, test_name
 from .session import SESSION_KEY
-from .training.peers import Member, Peers, Shared, parse_size, using_peers
-from .xdist import from_controller, is_worker, send_to_workers
+from .training.peers import Member, Peers, Shared, add_note, parse_size, using_peers
+from .xdist import (
+    CHUNKS,
+    ChunkedCollection,
+    from_controller,
+    is_worker,
+    planned_workers,
+    send_to_workers,
+    worker_count,
+)
 
 #: pytest-xdist modes that keep every item of one test function on one worker.
 GROUPING_DIST_MODES = ("no", "each", "loadscope", "loadfile")
+#: The fewest runs (configurations × seeds) of an xdist chunk: below 8, a stack of small models
+#: costs about as much wall time as one of 8, so a smaller chunk saves no time and spends CPU
+#: (measured: README, "Running on several processes"; benchmarks/xdist_speedup.py).
+DEFAULT_MIN_CHUNK = 8
 
 _DIST_KEY = "hparams_dist"
 
@@ -47,6 +67,8 @@ class _Registry:
         self.unshared: dict[str, str] = {}
         # xdist resets a worker's --dist to "no": the controller passes the real one along.
         self.dist = str(from_controller(config, _DIST_KEY, "load" if is_worker(config) else "no"))
+        # On a worker whose controller keeps xdist chunks together: each item's chunk.
+        self.chunks: dict[str, XdistChunk] | None = None
 
 
 _REGISTRY = pytest.StashKey[_Registry]()
@@ -67,18 +89,26 @@ class _ItemPeers(Peers):
         return self.spec.config.values
 
     def why_alone(self) -> str | None:
-        if self.registry.dist not in GROUPING_DIST_MODES:
-            return (f"pytest-xdist --dist {self.registry.dist} may send the items of one test "
-                    f"to different workers; --dist loadscope keeps them together")
+        if self.registry.chunks is None and self.registry.dist not in GROUPING_DIST_MODES:
+            return (f"pytest-xdist --dist {self.registry.dist} without pytest-hparams' xdist "
+                    f"chunks (--hparams-xdist-min-chunk off, or another plugin's scheduler) may "
+                    f"send the items of one test to different workers")
         return self.registry.unshared.get(self.test)
 
     def take(self, call: int) -> Shared | None:
         return self.registry.shared.pop((self.item.nodeid, call), None)
 
     def members(self, call: int) -> list[Member]:
+        chunks = self.registry.chunks
+        mine = chunks.get(self.item.nodeid) if chunks is not None else None
+        if chunks is not None and mine is None:
+            return []
         found = []
         for other in self.item.session.items:
             if other is self.item or not self._same_group(other):
+                continue
+            # The scheduler sends this worker its own chunk whole, and other chunks elsewhere.
+            if chunks is not None and chunks.get(other.nodeid) is not mine:
                 continue
             if other.nodeid in self.registry.started or _skipped(other):
                 continue
@@ -143,8 +173,121 @@ def sharing_for(item: pytest.Item) -> Iterator[None]:
         yield
         return
     registry.started.add(item.nodeid)
+    chunk = registry.chunks.get(item.nodeid) if registry.chunks is not None else None
+    if chunk is not None and chunk.configurations > 1:
+        add_note(item_recorder(item).result, chunk.note)
     with using_peers(_ItemPeers(item, registry, spec)):
         yield
+
+
+# --------------------------------------------------------------------------- xdist chunks
+
+
+@dataclass(frozen=True)
+class XdistChunk:
+    """Items of one test that may share a stack, sent whole to one xdist worker."""
+
+    key: str  # digits, unique in the collection and the same on every worker
+    test: str
+    index: int  # 1, 2, ... within its test
+    count: int  # the test's chunks
+    configurations: int
+    seeds: int
+    pinned: bool = False  # its items are in an xdist_group (--dist loadgroup): not split
+
+    @property
+    def note(self) -> str:
+        """What every trial of the chunk records about it (``-v`` shows it with the worker)."""
+        seeds = f"{self.seeds} seed{'s' if self.seeds != 1 else ''}"
+        return (f"xdist chunk {self.index}/{self.count} of {self.test}: "
+                f"{self.configurations} configurations × {seeds}")
+
+
+def chunk_counts(groups: Sequence[tuple[int, int]], workers: int, min_runs: int) -> list[int]:
+    """How many xdist chunks to deal each group of ``(configurations, seeds)`` into.
+
+    A group is split only as far as it takes to keep ``workers`` busy: into about as many
+    chunks as its share of all the groups' runs is of the workers (a group with half the runs
+    on 4 workers, into 2), at most one per worker, and never so far that a chunk has fewer than
+    ``min_runs`` runs (configurations × seeds) unless the whole group has.
+    """
+    total = sum(configurations * seeds for configurations, seeds in groups)
+    counts = []
+    for configurations, seeds in groups:
+        runs = configurations * seeds
+        wanted = min(workers, -(-runs * workers // total)) if total else 1
+        count = 1
+        while count < wanted and (configurations // (count + 1)) * seeds >= min_runs:
+            count += 1
+        counts.append(count)
+    return counts
+
+
+def deal(size: int, count: int) -> list[list[int]]:
+    """Positions ``0..size-1`` dealt round-robin into ``count`` chunks: along a grid's axes (a
+    learning rate sweep), each chunk gets some of every kind, so the chunks take about as long
+    (large rates diverge and leave their stack early)."""
+    return [list(range(start, size, count)) for start in range(count)]
+
+
+def plan_xdist_chunks(items: Sequence[pytest.Item], workers: int, min_runs: int, *,
+                      by_xdist_group: bool = False) -> dict[str, XdistChunk]:
+    """Each item's xdist chunk, by node id: the items that may share a stack (one test
+    function, the same other parameters, ``batch_size`` and optimiser family, vectorising,
+    not skipped) dealt by ``chunk_counts`` and ``deal``. With ``by_xdist_group`` (``--dist
+    loadgroup``), items of an ``xdist_group`` go wherever their group goes: one chunk per group.
+    The same collection gives the same chunks on every worker.
+    """
+    groups: dict[tuple[Any, ...], list[pytest.Item]] = {}
+    for item in items:
+        key = _stack_key(item, by_xdist_group)
+        if key is not None:
+            groups.setdefault(key, []).append(item)
+    sizes = [(len(group), len(_marker_seeds(group[0]))) for group in groups.values()]
+    counts = chunk_counts(sizes, workers, min_runs)
+    counts = [1 if key[-1] is not None else count for key, count in zip(groups, counts,
+                                                                         strict=True)]
+    per_test: dict[str, int] = {}
+    for group, count in zip(groups.values(), counts, strict=True):
+        per_test[test_name(group[0])] = per_test.get(test_name(group[0]), 0) + count
+    plan: dict[str, XdistChunk] = {}
+    numbered: dict[str, int] = {}
+    serial = 0
+    for (key, group), count, (_, seeds) in zip(groups.items(), counts, sizes, strict=True):
+        test = test_name(group[0])
+        for positions in deal(len(group), count):
+            numbered[test] = numbered.get(test, 0) + 1
+            serial += 1
+            chunk = XdistChunk(str(serial), test, numbered[test], per_test[test], len(positions),
+                               seeds, pinned=key[-1] is not None)
+            plan.update((group[position].nodeid, chunk) for position in positions)
+    return plan
+
+
+def _marker_seeds(item: pytest.Item) -> tuple[int, ...]:
+    spec = item_spec(item)
+    return spec.marker.space.seeds if spec is not None else (0,)
+
+
+def _stack_key(item: pytest.Item, by_xdist_group: bool) -> tuple[Any, ...] | None:
+    """What items must share to train in one stack, as far as collection can tell; None for an
+    item that will not share (not an hparams item, not vectorising, skipped)."""
+    spec = item_spec(item)
+    if spec is None or not spec.marker.vectorize or _skipped(item):
+        return None
+    from .training.optim import FAMILIES  # only now: this loads torch, which the item will use
+
+    indices = dict(item.callspec.indices)  # type: ignore[attr-defined]
+    indices.pop(PARAM, None)
+    values = spec.config.values
+    optimizer = values.get("optimizer")
+    group = None
+    if by_xdist_group:
+        names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                        for m in item.iter_markers("xdist_group")})
+        group = "_".join(names) or None
+    return (test_name(item), id(spec.marker), tuple(sorted(indices.items())),
+            repr(values.get("batch_size")), FAMILIES.get(optimizer, repr(optimizer)), group)
 
 
 # --------------------------------------------------------------------------- options
@@ -161,6 +304,15 @@ def add_options(group: Any, parser: pytest.Parser) -> None:
                          "the CPU); ini: hparams_vectorize_memory")
     parser.addini("hparams_vectorize_memory", "memory one vectorised group may use (e.g. 4GB; "
                   "auto)", default="auto")
+    group.addoption("--hparams-xdist-min-chunk", dest="hparams_xdist_min_chunk", metavar="RUNS",
+                    default=None,
+                    help=f"under pytest-xdist, the fewest runs (configurations × seeds) in a "
+                         f"chunk of a vectorised stack sent to one worker (default "
+                         f"{DEFAULT_MIN_CHUNK}), or off: xdist schedules items one by one, and "
+                         f"stacks are shared only under --dist loadscope/loadfile; ini: "
+                         f"hparams_xdist_min_chunk")
+    parser.addini("hparams_xdist_min_chunk", "the fewest runs in an xdist chunk of a vectorised "
+                  "stack, or off", default=str(DEFAULT_MIN_CHUNK))
 
 
 def _memory_budget_option(config: pytest.Config) -> int | None:
@@ -177,15 +329,48 @@ def _memory_budget_option(config: pytest.Config) -> int | None:
                                 f"{exc}") from None
 
 
+def min_chunk_option(config: pytest.Config) -> int | None:
+    """``--hparams-xdist-min-chunk`` / ``hparams_xdist_min_chunk``: runs, or None for off."""
+    text = str(config.getoption("hparams_xdist_min_chunk", None)
+               or config.getini("hparams_xdist_min_chunk")).strip()
+    if text.lower() == "off":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise pytest.UsageError(f"--hparams-xdist-min-chunk / hparams_xdist_min_chunk: {text!r} "
+                                f"is neither a number of runs (1 or more) nor off")
+    return int(text)
+
+
 def configure(config: pytest.Config) -> None:
-    """Keep the session's registry of shared runs and print, under -v, how each trial trained."""
-    config.stash[_REGISTRY] = _Registry(config)
+    """Keep the session's registry of shared runs and print, under -v, how each trial trained;
+    under xdist, deal stacks in chunks (the controller's scheduler, each worker's collection)."""
+    registry = _Registry(config)
+    config.stash[_REGISTRY] = registry
     config.pluginmanager.register(_VectorizeSummary(config), "hparams-vectorize")
     send_to_workers(config, _DIST_KEY, lambda node: str(config.getoption("dist", "load")))
+    min_runs = min_chunk_option(config)
+    if planned_workers(config):
+        from .xdist_scheduling import ChunkScheduling  # needs xdist, which -n/--tx imply
+
+        config.pluginmanager.register(
+            ChunkScheduling(config, min_runs if registry.enabled else None),
+            "hparams-xdist-chunks")
+    announced = from_controller(config, CHUNKS)
+    if announced:
+        workers, by_group = worker_count(config), registry.dist == "loadgroup"
+
+        def plan(items: list[pytest.Item]) -> dict[str, str]:
+            registry.chunks = plan_xdist_chunks(items, workers, int(announced),
+                                                by_xdist_group=by_group)
+            return {nodeid: chunk.key for nodeid, chunk in registry.chunks.items()
+                    if chunk.configurations > 1}
+
+        config.pluginmanager.register(ChunkedCollection(plan), "hparams-xdist-collection")
 
 
 class _VectorizeSummary:
-    """Under -v: one line per trial saying whether it trained vectorised, and why not."""
+    """Under -v: which worker trained each xdist chunk, then one line per trial saying whether
+    it trained vectorised, and why not."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
@@ -194,9 +379,20 @@ class _VectorizeSummary:
         session = self.config.stash.get(SESSION_KEY, None)
         if session is None or session.is_worker or self.config.get_verbosity() < 1:
             return
-        lines = [f"{trial.nodeid or trial.config_id}: {note}"
-                 for trial in session.trials.values() for note in trial.notes
-                 if note.startswith(("vectorised", "one by one"))]
+        trials = session.ordered_trials()
+        chunks: dict[str, tuple[list[str], list[str]]] = {}  # note -> (workers, configurations)
+        for trial in trials:
+            for note in trial.notes:
+                if note.startswith("xdist chunk "):
+                    workers, configurations = chunks.setdefault(note, ([], []))
+                    if trial.worker and trial.worker not in workers:
+                        workers.append(trial.worker)
+                    configurations.append(trial.config_id)
+        lines = [f"{note}, on {', '.join(workers) or 'this process'}: {', '.join(configurations)}"
+                 for note, (workers, configurations) in chunks.items()]
+        lines += [f"{trial.nodeid or trial.config_id}: {note}"
+                  for trial in trials for note in trial.notes
+                  if note.startswith(("vectorised", "one by one"))]
         if lines:
             terminalreporter.write_sep("-", "hparams vectorised training")
             for line in lines:

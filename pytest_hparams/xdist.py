@@ -1,17 +1,26 @@
 """pytest-xdist in one place: who this process is, what the controller tells each worker, and
-trial records on their way to the controller.
+what workers send back: trial records, and which items an xdist chunk keeps together.
 
 Workers attach their trial records to the test reports as plain JSON data (xdist's execnet
 channel carries only built-in types), the controller collects them like any other report, so
 one run gives one table and one results file however many workers or hosts trained. Every
 value a worker needs from the controller travels in ``workerinput``, set by the one
 ``pytest_configure_node`` hook below from what the plugin's parts asked to send.
+
+The controller does not collect: it learns the tests from the node ids each worker sends when
+its collection finishes. When the controller's scheduler deals stacks in chunks
+(``xdist_scheduling``), each worker names an item's chunk in that list only, as a suffix, the
+way xdist's own ``--dist loadgroup`` names an ``xdist_group``; unlike loadgroup's, the suffix is
+gone from the item again before it runs, so reports, ``--lf``/``--sw`` cache keys, the JSON and
+the tables keep the node ids of a run without xdist. Everything goes through xdist's channel,
+so this works with ``--tx`` to other hosts as with ``-n``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -21,7 +30,13 @@ from .trial import TrialResult
 #: What the controller tells each worker: how many workers share that worker's host.
 HOST_WORKERS = "hparams_host_workers"
 
+#: What the controller tells each worker when its scheduler keeps xdist chunks together.
+CHUNKS = "hparams_chunks"
+
 _TO_WORKERS = pytest.StashKey[dict[str, Callable[[Any], Any]]]()
+# A control character cannot come from a test's name or (escaped by pytest) a parameter id.
+_CHUNK_SUFFIX = "\x1fhparams-chunk="
+_CHUNK_ID = re.compile(re.escape(_CHUNK_SUFFIX) + r"([0-9]+)\Z")
 
 
 def worker_id(config: pytest.Config) -> str | None:
@@ -33,6 +48,12 @@ def worker_id(config: pytest.Config) -> str | None:
 def is_worker(config: pytest.Config) -> bool:
     """Whether this process is an xdist worker (tests run here, the controller reports)."""
     return hasattr(config, "workerinput")
+
+
+def worker_count(config: pytest.Config) -> int:
+    """How many workers xdist started for this run (on every host); 1 outside xdist."""
+    workerinput = getattr(config, "workerinput", None)
+    return int(workerinput.get("workercount") or 1) if workerinput else 1
 
 
 def from_controller(config: pytest.Config, key: str, default: Any = None) -> Any:
@@ -99,7 +120,72 @@ class ControllerHooks:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
-        self.on_collection(list(ids))
+        self.on_collection(decode_collection(ids)[0])
+
+
+# --------------------------------------------------------------------------- xdist chunks
+
+
+def encode_chunk(nodeid: str, chunk: str) -> str:
+    """``nodeid`` as a worker lists it for the controller when the item is in xdist chunk
+    ``chunk`` (digits)."""
+    return f"{nodeid}{_CHUNK_SUFFIX}{chunk}"
+
+
+def decode_collection(ids: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """A worker's collection as the controller received it: the node ids, and the chunk of
+    each node id that is in one."""
+    nodeids, chunks = [], {}
+    for wire in ids:
+        match = _CHUNK_ID.search(wire)
+        nodeid = wire[:match.start()] if match else wire
+        nodeids.append(nodeid)
+        if match:
+            chunks[nodeid] = match.group(1)
+    return nodeids, chunks
+
+
+class ChunkedCollection:
+    """On a worker: the collection it sends the controller names each item's xdist chunk.
+
+    ``plan`` maps the node ids of the items in chunks to their chunk (digits); it runs on the
+    final collection (after ``-k``, ``--lf``, ``--sw``), on every worker alike. Only the message
+    to the controller carries the names: the items keep their node ids (xdist's loadgroup
+    renames its items instead, which pytest 9.2's structured node ids ignore). Without xdist's
+    worker interactor to send through, ``plan`` is not called and nothing is chunked.
+    """
+
+    def __init__(self, plan: Callable[[list[pytest.Item]], Mapping[str, str]]) -> None:
+        self.plan = plan
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_collection_finish(self, session: pytest.Session) -> Any:
+        interactor = _worker_interactor(session.config)
+        if interactor is None:
+            return (yield)
+        chunks = self.plan(list(session.items))
+        send = interactor.sendevent
+
+        def sendevent(name: str, **kwargs: Any) -> None:
+            if name == "collectionfinish":
+                kwargs["ids"] = [encode_chunk(nodeid, chunks[nodeid]) if nodeid in chunks
+                                 else nodeid for nodeid in kwargs["ids"]]
+            send(name, **kwargs)
+
+        interactor.sendevent = sendevent
+        try:
+            return (yield)
+        finally:
+            del interactor.sendevent  # the class's own again
+
+
+def _worker_interactor(config: pytest.Config) -> Any:
+    """xdist's plugin on a worker that sends events to the controller, or None."""
+    for plugin in config.pluginmanager.get_plugins():
+        if type(plugin).__name__ == "WorkerInteractor" and callable(
+                getattr(plugin, "sendevent", None)):
+            return plugin
+    return None
 
 
 def to_wire(trials: Iterable[TrialResult]) -> list[dict[str, Any]]:

@@ -1,15 +1,26 @@
-"""pytest-xdist: one table and one results file from every worker, devices dealt round-robin to
-the workers, and torch thread budgets so that workers do not oversubscribe the CPU."""
+"""pytest-xdist: one table and one results file from every worker, vectorised stacks dealt to
+the workers in chunks under every --dist mode, devices dealt round-robin to the workers, and
+torch thread budgets so that workers do not oversubscribe the CPU."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import sys
 
 import pytest
 
 from pytest_hparams.devices import cpu_cores, thread_budget
+
+
+@pytest.fixture(autouse=True)
+def _not_inside_a_worker(monkeypatch):
+    """Under an outer ``pytest -n``, this process is an xdist worker: its variables would tell
+    the runs made here (and their conftests) that they are workers too."""
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)
 
 GRID = """
 import pytest
@@ -67,11 +78,10 @@ def _run(pytester: pytest.Pytester, *args: str, subprocess: bool = False
 
 def _comparable(trial: dict) -> dict:
     """What must not depend on how many processes ran the trial."""
-    runs = [{k: run[k] for k in ("seed", "status", "reason", "final", "history", "epochs")}
+    runs = [{k: run[k] for k in ("seed", "status", "reason", "final", "epochs")}
+            | {"history": [{k: v for k, v in row.items() if k != "seconds"}
+                           for row in run["history"]]}
             for run in trial["runs"]]
-    for run in runs:
-        for row in run["history"]:
-            row.pop("seconds")
     return {"nodeid": trial["nodeid"], "status": trial["status"], "outcome": trial["outcome"],
             "hparams": trial["hparams"], "device": trial["device"], "runs": runs}
 
@@ -113,12 +123,160 @@ def test_the_remote_form_with_popen_gateways_reports_every_trial(pytester):
     pytester.makepyfile(test_grid=GRID)
     gateways = ["--dist", "load", "--tx", f"2*popen//python={sys.executable}",
                 "--rsyncdir", str(pytester.path)]
-    result, trials = _run(pytester, "-W", "ignore::DeprecationWarning", *gateways)
+    result, trials = _run(pytester, "-W", "ignore::DeprecationWarning", "-v", *gateways)
     result.assert_outcomes(passed=15, failed=1, skipped=1, xfailed=1)
     assert [t["nodeid"] for t in trials][:12] == [f"test_grid.py::test_grid[{i}]"
                                                   for i in GRID_IDS]
     assert len({t["nodeid"] for t in trials}) == len(trials) == 19
     assert {t["worker"] for t in trials} == {"gw0", "gw1"}
+    # The chunks travelled through the gateways' channels too: 12 configurations × 2 seeds of
+    # 28 runs in all, halved for two workers, each half on one of them.
+    grid = [t for t in trials if t["test"] == "test_grid.py::test_grid"]
+    chunks = _chunks(grid)
+    assert sorted(chunks) == [f"xdist chunk {i}/2 of test_grid.py::test_grid: 6 configurations "
+                              f"× 2 seeds" for i in (1, 2)]
+    assert all(len({t["worker"] for t in chunk}) == 1 for chunk in chunks.values())
+    result.stdout.fnmatch_lines(["scheduling tests via ChunkedLoadScheduling",
+                                 "xdist chunk 1/2 of test_grid.py::test_grid: 6 configurations × "
+                                 "2 seeds, on gw?: lr=0.01-width=2, lr=0.01-width=8, *"])
+
+
+def _chunks(trials: list[dict]) -> dict[str, list[dict]]:
+    """Trials by the xdist chunk their notes name."""
+    found: dict[str, list[dict]] = {}
+    for trial in trials:
+        for note in trial["notes"]:
+            if note.startswith("xdist chunk "):
+                found.setdefault(note, []).append(trial)
+    return found
+
+
+# --------------------------------------------------------------------------- chunks per mode
+
+CHUNKED = """
+import pytest
+import torch
+from pytest_hparams import fit
+
+torch.manual_seed(0)
+X = torch.randn(48, 4)
+Y = (X[:, 0] - X[:, 1] > 0).long()
+
+
+def model():
+    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+
+
+@pytest.mark.hparams(lr=[round(0.01 * 1.5 ** i, 6) for i in range(16)], seeds=2, epochs=2)
+def test_lrs(hparams):
+    fit(model, (X, Y), None, hparams)
+    assert hparams.lr < 1.0, "a rate this large is refused"
+
+
+@pytest.mark.hparams(lr=[0.1, 0.3], epochs=2, vectorize=False)
+def test_apart(hparams):
+    fit(model, (X, Y), None, hparams)
+
+
+def test_plain():
+    pass
+"""
+LRS = [round(0.01 * 1.5 ** i, 6) for i in range(16)]
+
+
+@pytest.fixture(scope="module")
+def chunked_alone(tmp_path_factory) -> list[dict]:
+    """The trials of CHUNKED from one process without xdist (run once for the module)."""
+    folder = tmp_path_factory.mktemp("chunked")
+    (folder / "test_chunked.py").write_text(CHUNKED)
+    environment = {k: v for k, v in os.environ.items()
+                   if not k.startswith("PYTEST_XDIST_")}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                           "--hparams-json", "run.json", "--hparams-threads", "1"],
+                          cwd=folder, capture_output=True, text=True, env=environment)
+    assert done.returncode == 1, done.stdout + done.stderr  # the refused rates fail
+    return json.loads((folder / "run.json").read_text())["trials"]
+
+
+@pytest.mark.parametrize("mode", ["load", "loadscope", "loadfile", "loadgroup", "worksteal"])
+def test_each_worker_vectorises_a_chunk_of_the_stack_whatever_the_dist_mode(
+        pytester, chunked_alone, mode):
+    pytester.makepyfile(test_chunked=CHUNKED)
+    result, trials = _run(pytester, "-n", "2", "--dist", mode, "-v", "--hparams-threads", "1")
+    result.assert_outcomes(passed=15, failed=4)
+    scheduler = {"loadscope": "LoadScope", "loadfile": "LoadFile", "loadgroup": "LoadGroup",
+                 "worksteal": "WorkStealing"}.get(mode, "Load")
+    result.stdout.fnmatch_lines([f"scheduling tests via Chunked{scheduler}Scheduling"])
+    # Node ids, order and every metric as in one process without xdist.
+    assert [_comparable(t) for t in trials] == [_comparable(t) for t in chunked_alone]
+    lrs = [t for t in trials if t["test"] == "test_chunked.py::test_lrs"]
+    chunks = _chunks(lrs)
+    assert sorted(chunks) == [f"xdist chunk {i}/2 of test_chunked.py::test_lrs: 8 "
+                              f"configurations × 2 seeds" for i in (1, 2)]
+    workers = [{t["worker"] for t in chunk} for chunk in chunks.values()]
+    assert workers in ([{"gw0"}, {"gw1"}], [{"gw1"}, {"gw0"}])
+    # Each worker trained its chunk as one stack: 8 configurations × 2 seeds, dealt
+    # round-robin, so each chunk spans the rates.
+    for chunk in chunks.values():
+        assert {t["hparams"]["lr"] for t in chunk} in (set(LRS[0::2]), set(LRS[1::2]))
+        for trial in chunk:
+            assert any(note.startswith("vectorised: 16 runs (8 configurations × 2 seeds) "
+                                       "trained together") for note in trial["notes"])
+    # Everything else is scheduled as the mode says, each non-vectorising item by itself.
+    apart = [t for t in trials if t["test"] == "test_chunked.py::test_apart"]
+    assert len(apart) == 2 and not _chunks(apart)
+    result.stdout.fnmatch_lines([
+        "xdist chunk 1/2 of test_chunked.py::test_lrs: 8 configurations × 2 seeds, on gw?: "
+        "lr=0.01, lr=0.0225, lr=0.050625, *"])
+
+
+def test_lf_k_and_a_plain_run_give_each_configuration_the_numbers_of_a_full_xdist_run(pytester):
+    pytester.makepyfile(test_chunked=CHUNKED)
+    full, full_trials = _run(pytester, "-n", "2", "--hparams-threads", "1")
+    full.assert_outcomes(passed=15, failed=4)
+    by_id = {t["nodeid"]: _comparable(t) for t in full_trials}
+    failed = [t["nodeid"] for t in full_trials if t["outcome"] == "failed"]
+    assert len(failed) == 4
+    # --lf reruns the four refused rates: one chunk now, numbers unchanged.
+    again, again_trials = _run(pytester, "-n", "2", "--lf", "--hparams-threads", "1")
+    again.assert_outcomes(failed=4)
+    assert [t["nodeid"] for t in again_trials] == failed
+    assert [_comparable(t) for t in again_trials] == [by_id[n] for n in failed]
+    # -k picks three rates, and a plain run trains all of them in one stack: the same numbers.
+    for args, count in ((["-n", "2", "-k", "0.0225 or 0.03375 or 0.170859"], 3),
+                        (["-p", "no:xdist"], 18)):
+        _, run_trials = _run(pytester, *args, "-p", "no:cacheprovider", "--hparams-threads", "1")
+        assert len(run_trials) == count
+        assert all(_comparable(t) == by_id[t["nodeid"]] for t in run_trials)
+
+
+@pytest.mark.parametrize("how", ["off", "another-scheduler"])
+def test_without_chunks_each_item_trains_its_own_seeds_under_dist_load(pytester, how):
+    pytester.makepyfile(test_chunked=CHUNKED)
+    if how == "another-scheduler":  # called before ours: workers are not told to name chunks
+        pytester.makeconftest("import pytest\nfrom xdist.scheduler import LoadScheduling\n\n"
+                              "@pytest.hookimpl(tryfirst=True)\n"
+                              "def pytest_xdist_make_scheduler(config, log):\n"
+                              "    return LoadScheduling(config, log)\n")
+    args = ["--hparams-xdist-min-chunk", "off"] if how == "off" else []
+    result, trials = _run(pytester, "-n", "2", "-v", "-k", "test_lrs", *args)
+    result.assert_outcomes(passed=12, failed=4)
+    result.stdout.fnmatch_lines(["scheduling tests via LoadScheduling"])
+    assert not _chunks(trials)
+    for trial in trials:
+        assert ("vectorised: other configurations train apart: pytest-xdist --dist load without "
+                "pytest-hparams' xdist chunks (--hparams-xdist-min-chunk off, or another "
+                "plugin's scheduler) may send the items of one test to different workers"
+                ) in trial["notes"]
+
+
+@pytest.mark.parametrize("value", ["0", "many", "-3"])
+def test_a_bad_minimum_chunk_is_a_usage_error(pytester, value):
+    pytester.makepyfile("def test_x():\n    pass\n")
+    result = pytester.runpytest(f"--hparams-xdist-min-chunk={value}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*--hparams-xdist-min-chunk / hparams_xdist_min_chunk: "
+                                 f"'{value}' is neither a number of runs (1 or more) nor off"])
 
 
 # --------------------------------------------------------------------------- devices per worker
