@@ -9,6 +9,7 @@ from .errors import (
     CompareExpressionError,
     HParamsError,
     ResultsFileError,
+    SearchError,
     SettingsError,
     SpaceError,
 )
@@ -19,6 +20,7 @@ from .models import MLP, SmallCNN, initialise
 from .plots import plot_curves
 from .recording import RunRecorder, TrialRecorder, seed_everything
 from .report import markdown_tables, render_tables, results_frame
+from .search import SearchResult, search
 from .settings import TrainSettings
 from .space import Space, choice, int_uniform, log_uniform, parse_space, uniform
 from .storage import resolve_baseline, save_run
@@ -40,6 +42,8 @@ __all__ = [
     "ResultsFileError",
     "RunFile",
     "RunRecorder",
+    "SearchError",
+    "SearchResult",
     "SeedRun",
     "SettingsError",
     "SmallCNN",
@@ -73,6 +77,7 @@ __all__ = [
     "resolve_device",
     "results_frame",
     "save_run",
+    "search",
     "seed_everything",
     "sweep",
     "uniform",

@@ -18,7 +18,7 @@ import functools
 import math
 import re
 import types
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +30,7 @@ from torch import nn
 
 from .hparams import HParams
 from .items import PARAM, ItemSpec, item_spec, test_name
+from .recording import RunRecorder
 from .session import SESSION_KEY
 from .trial import SeedRun, TrialResult
 
@@ -79,11 +80,16 @@ class FitCall:
 
 @dataclass(frozen=True)
 class Member:
-    """A configuration that a group's leader may train for another item (or sweep row)."""
+    """A configuration that a group's leader may train for another item (or sweep row).
+
+    ``on_epoch``: called with each of its runs after every epoch, as a ``TrialRecorder``'s
+    own callback is for the leader's runs (an adaptive search reports and prunes there).
+    """
 
     key: str
     label: str
     hparams: HParams
+    on_epoch: Callable[[RunRecorder], None] | None = None
 
 
 @dataclass

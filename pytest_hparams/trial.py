@@ -9,8 +9,9 @@ from typing import Any
 from .metrics import MetricSummary, lower_is_better
 from .space import format_value
 
-#: A seed's run ends in one of these; anything but "ok" comes with a reason.
-RUN_STATUSES = ("ok", "diverged", "oom", "error", "interrupted")
+#: A seed's run ends in one of these; anything but "ok" comes with a reason. "pruned": an
+#: adaptive search stopped it early as unpromising (never a failure).
+RUN_STATUSES = ("ok", "diverged", "oom", "error", "interrupted", "pruned")
 
 
 @dataclass

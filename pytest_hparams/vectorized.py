@@ -741,7 +741,7 @@ class _Chunk:
             slot.run = _SharedClockRun(
                 SeedRun(seed=slot.seed, device=str(device)), target=group.thresholds,
                 stop_at_target=self.call.stop_at_target, epochs=slot.settings.epochs,
-                on_epoch=group.on_epoch if slot.member == 0 else None)
+                on_epoch=group.members[slot.member].on_epoch if slot.member else group.on_epoch)
         train = self.group.sources[0].tensors
         assert train is not None
         inputs, labels = train
