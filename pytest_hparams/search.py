@@ -195,7 +195,7 @@ def search(
     run = _Search(plan, optuna, study, axes, parent, pruner is not None,
                   describe_pruner(pruning))
     fit_kwargs = {**fit_kwargs, "stop_at_target": stop_at_target}
-    while len(run.rows) < trials:
+    while len(run.rows) < trials and not run.exhausted:
         run.batch(min(batch, trials - len(run.rows)), model, train, val, fit_kwargs)
     return run.result()
 
@@ -389,6 +389,7 @@ class _Search:
         self.pruner = pruner
         self.rows: list[_Row] = []
         self.values: list[float] = []
+        self.exhausted = False  # a grid sampler has walked its whole grid
 
     def batch(self, size: int, model: Any, train: Any, val: Any,
               fit_kwargs: Mapping[str, Any]) -> None:
@@ -406,7 +407,7 @@ class _Search:
             state = self.optuna.trial.TrialState.FAIL
             for row in rows:
                 if not row.told:
-                    self.study.tell(row.trial, state=state, skip_if_finished=True)
+                    self._send(row, state=state, skip_if_finished=True)
             raise
 
     def _row(self, trial: Any) -> _Row:
@@ -460,12 +461,22 @@ class _Search:
             row.trial.set_user_attr("reason", result.reason or result.message)
             self._tell_state(row, states.FAIL)
         else:
-            self.study.tell(row.trial, value)
-            row.told = True
+            self._send(row, value)
         return value
 
     def _tell_state(self, row: _Row, state: Any) -> None:
-        self.study.tell(row.trial, state=state)
+        self._send(row, state=state)
+
+    def _send(self, row: _Row, *values: float, **options: Any) -> None:
+        try:
+            self.study.tell(row.trial, *values, **options)
+        except RuntimeError as exc:
+            # optuna's GridSampler stops the study when its grid is used up, which only an
+            # optimize() loop allows; optuna has stored the trial by then. The search ends
+            # after this batch (other processes sharing the study may have used the grid up).
+            if "Study.stop" not in str(exc):
+                raise
+            self.exhausted = True
         row.told = True
 
     def result(self) -> SearchResult:
