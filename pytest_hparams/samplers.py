@@ -22,6 +22,7 @@ from .space import Choice, Distribution, IntUniform, LogUniform, Space, Uniform,
 
 INSTALL = 'pip install "pytest-hparams[search]"'
 _MINIMUM_OPTUNA = (3, 6)
+_STARTUP = 10  # optuna's random trials before TPE or the GP model the results
 
 #: The samplers ``search(sampler=...)`` knows by name.
 SAMPLERS: dict[str, str] = {
@@ -160,22 +161,28 @@ def _plain_number(value: Any) -> int | float:
 
 
 def make_sampler(optuna: Any, sampler: Any, *, seed: int | None, axes: list[Axis],
-                 trials: int, test: str) -> Any:
-    """The optuna sampler for ``sampler`` (a name or an optuna sampler object)."""
+                 trials: int, batch: int, test: str) -> Any:
+    """The optuna sampler for ``sampler`` (a name or an optuna sampler object).
+
+    TPE and the GP start with random trials, optuna's 10 by default; here the start is whole
+    batches of about 10 trials (8 for batches of 8, 16 for 16), since a model fitted on the
+    first batch can already steer the second.
+    """
     if isinstance(sampler, optuna.samplers.BaseSampler):
         return sampler
     if not isinstance(sampler, str) or sampler not in SAMPLERS:
         raise _unknown(test, "sampler", sampler, SAMPLERS)
     samplers = optuna.samplers
+    startup = batch * max(1, round(_STARTUP / batch))
     with warnings.catch_warnings():
         # Some of these arguments are marked experimental in some optuna versions.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if sampler == "tpe":
             # A batch is asked before any of it is told: constant liar keeps its configurations
             # apart, by treating those still training as bad results.
-            return samplers.TPESampler(seed=seed, constant_liar=True)
+            return samplers.TPESampler(seed=seed, constant_liar=True, n_startup_trials=startup)
         if sampler == "gp":
-            return samplers.GPSampler(seed=seed)
+            return samplers.GPSampler(seed=seed, n_startup_trials=startup)
         if sampler == "cmaes":
             if importlib.util.find_spec("cmaes") is None:
                 raise _error(test, "sampler", "'cmaes' needs the cmaes package: pip install cmaes")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
@@ -73,6 +74,10 @@ class SearchResult(Sequence[TrialResult]):
         self.objective = objective
         self.direction = "minimize" if minimize else "maximize"
         self._hparams = hparams
+        #: Wall seconds optuna took to ask for and be told the trials (the sampler's and the
+        #: storage's overhead), and seconds spent training them (pruning reports included).
+        self.sampler_seconds = 0.0
+        self.training_seconds = 0.0
 
     @overload
     def __getitem__(self, index: int) -> TrialResult: ...
@@ -190,7 +195,7 @@ def search(
     pruning = make_pruner(optuna, pruner, epochs=_longest(plan.space, fit_kwargs), test=test)
     study = open_study(optuna, storage=open_storage(optuna, storage, test=test),
                        sampler=make_sampler(optuna, sampler, seed=seed, axes=axes, trials=trials,
-                                            test=test),
+                                            batch=batch, test=test),
                        pruner=pruning, name=plan.study_name, minimize=plan.minimize, test=test)
     run = _Search(plan, optuna, study, axes, parent, pruner is not None,
                   describe_pruner(pruning))
@@ -351,7 +356,6 @@ class _Reporter:
         self.pruner = pruner
         self.progress = progress
         self.pruned_at: int | None = None
-        self.reason = ""
 
     def __call__(self, run: RunRecorder) -> None:
         if self.progress is not None:
@@ -359,7 +363,7 @@ class _Reporter:
         epoch = len(run.record.history)
         if self.pruned_at is not None:
             if epoch >= self.pruned_at:
-                run.prune(self.reason)
+                run.prune(f"with seed {self.first_seed}")
             return
         if not self.prunes or run.seed != self.first_seed:
             return
@@ -369,9 +373,7 @@ class _Reporter:
         self.trial.report(value, epoch)
         if self.trial.should_prune():
             self.pruned_at = epoch
-            self.reason = (f"by {self.pruner} after epoch {epoch} "
-                           f"({self.objective} {value:.4g})")
-            run.prune(self.reason)
+            run.prune(f"by {self.pruner} after epoch {epoch} ({self.objective} {value:.4g})")
 
 
 class _Search:
@@ -390,18 +392,25 @@ class _Search:
         self.rows: list[_Row] = []
         self.values: list[float] = []
         self.exhausted = False  # a grid sampler has walked its whole grid
+        self.sampler_seconds = 0.0
+        self.training_seconds = 0.0
 
     def batch(self, size: int, model: Any, train: Any, val: Any,
               fit_kwargs: Mapping[str, Any]) -> None:
         """Ask ``size`` trials, train them together, tell their results."""
         rows: list[_Row] = []
         try:
+            started = time.perf_counter()
             for _ in range(size):
                 rows.append(self._row(self.study.ask(self.distributions)))
+            asked = time.perf_counter()
             train_rows(model, train, val, rows, fit_kwargs, vectorize=self.plan.vectorize)
+            trained = time.perf_counter()
             for row in rows:
                 self.values.append(self._tell(row))
                 self.rows.append(row)
+            self.training_seconds += trained - asked
+            self.sampler_seconds += (asked - started) + (time.perf_counter() - trained)
         except BaseException:
             # Nothing stays "running" in a shared study when this process stops.
             state = self.optuna.trial.TrialState.FAIL
@@ -480,10 +489,13 @@ class _Search:
         row.told = True
 
     def result(self) -> SearchResult:
-        return SearchResult([row.result for row in self.rows], self.values,
-                            [row.trial.number for row in self.rows],
-                            [row.hparams for row in self.rows], self.study,
-                            self.plan.objective, self.plan.minimize)
+        result = SearchResult([row.result for row in self.rows], self.values,
+                              [row.trial.number for row in self.rows],
+                              [row.hparams for row in self.rows], self.study,
+                              self.plan.objective, self.plan.minimize)
+        result.sampler_seconds = self.sampler_seconds
+        result.training_seconds = self.training_seconds
+        return result
 
 
 # --------------------------------------------------------------------------- training
