@@ -10,10 +10,11 @@ named after the calling test, and of the results files.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
 
@@ -193,16 +194,32 @@ def search(
     optuna = import_optuna()
     axes = search_axes(optuna, plan.space)
     pruning = make_pruner(optuna, pruner, epochs=_longest(plan.space, fit_kwargs), test=test)
-    study = open_study(optuna, storage=open_storage(optuna, storage, test=test),
-                       sampler=make_sampler(optuna, sampler, seed=seed, axes=axes, trials=trials,
-                                            batch=batch, test=test),
-                       pruner=pruning, name=plan.study_name, minimize=plan.minimize, test=test)
-    run = _Search(plan, optuna, study, axes, parent, pruner is not None,
-                  describe_pruner(pruning))
+    chosen = make_sampler(optuna, sampler, seed=seed, axes=axes, trials=trials, batch=batch,
+                          test=test)
     fit_kwargs = {**fit_kwargs, "stop_at_target": stop_at_target}
-    while len(run.rows) < trials and not run.exhausted:
-        run.batch(min(batch, trials - len(run.rows)), model, train, val, fit_kwargs)
+    with _quiet(optuna):
+        study = open_study(optuna, storage=open_storage(optuna, storage, test=test),
+                           sampler=chosen, pruner=pruning, name=plan.study_name,
+                           minimize=plan.minimize, test=test)
+        run = _Search(plan, optuna, study, axes, parent, pruner is not None,
+                      describe_pruner(pruning))
+        while len(run.rows) < trials and not run.exhausted:
+            run.batch(min(batch, trials - len(run.rows)), model, train, val, fit_kwargs)
     return run.result()
+
+
+@contextlib.contextmanager
+def _quiet(optuna: Any) -> Iterator[None]:
+    """optuna logs a line per trial at its default level (INFO); the search's table has them
+    all, so they are left out while it runs. A level set lower (DEBUG) or higher stays."""
+    logging = optuna.logging
+    level = logging.get_verbosity()
+    if level == logging.INFO:
+        logging.set_verbosity(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
 
 
 @dataclass(frozen=True)
