@@ -54,8 +54,7 @@ _NOT_FOR_SEARCH = {
     "device": "give device= to search()",
     "skip_unavailable": "give device= to search() and skip the test yourself",
 }
-#: The most training seeds per trial (the marker's limit on configurations does not apply: a
-#: search never expands its space).
+#: The most training seeds per trial.
 SEED_LIMIT = 10_000
 
 
@@ -305,19 +304,22 @@ def _parse_space(test: str, space: Mapping[str, Any] | None) -> _ParsedSpace:
         if key in RESERVED:
             raise SearchError(f"{test}: search key {key!r}: the name is taken by the "
                               f"{key} column of the search's rows; rename the hyperparameter")
-    # The marker's parser validates every value; its "samples" is the search's trials.
+    seeds = space.get("seeds", 1)
+    count = seeds if _is_int(seeds) else len(seeds) if isinstance(seeds, (list, tuple)) else 0
+    if count > SEED_LIMIT:
+        raise SearchError(f"{test}: search key 'seeds': {count:,} seeds train each trial "
+                          f"{count:,} times; use at most {SEED_LIMIT:,}")
+    # The marker's parser validates every value; its "samples" is the search's trials. A
+    # search never expands the space, so the marker's limit on its size does not apply.
     draws = any(isinstance(value, Distribution) for value in space.values())
     marker = parse_marker(test, (), {**space, **({"samples": 1} if draws else {})},
-                          max_trials=10**9)
+                          max_trials=10**12)
     parsed = marker.space
     if not parsed.grid and not parsed.distributions:
         fixed = ", ".join(parsed.fixed) or "nothing"
         raise SearchError(f"{test}: search key 'space': there is nothing to search (fixed: "
                           f"{fixed}); give at least one key a list of values or a distribution "
                           f"(choice, uniform, log_uniform, int_uniform)")
-    if len(parsed.seeds) > SEED_LIMIT:
-        raise SearchError(f"{test}: search key 'seeds': {len(parsed.seeds):,} seeds train each "
-                          f"trial {len(parsed.seeds):,} times; use at most {SEED_LIMIT:,}")
     return _ParsedSpace(parsed, marker.vectorize)
 
 

@@ -240,6 +240,7 @@ BAD = [
     ({"lr": [0.1]}, {"storage": 5}, "storage", "give a file path, a database URL"),
     ({"lr": [0.1]}, {"study_name": ""}, "study_name", "must be a non-empty string"),
     ({"lr": [0.1], "seeds": 0}, {}, "seeds", "needs at least one seed"),
+    ({"lr": [0.1], "seeds": 10**9}, {}, "seeds", "use at most 10,000"),
 ]
 
 
