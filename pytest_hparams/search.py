@@ -390,7 +390,9 @@ class _Reporter:
         if value is None or not math.isfinite(value):
             return  # a diverged epoch: the run stops as diverged, the trial fails
         self.trial.report(value, epoch)
-        if self.trial.should_prune():
+        last = run.planned_epochs is not None and epoch >= run.planned_epochs
+        # Pruning after the last epoch would save nothing and throw a finished result away.
+        if not last and self.trial.should_prune():
             self.pruned_at = epoch
             run.prune(f"by {self.pruner} after epoch {epoch} ({self.objective} {value:.4g})")
 
