@@ -164,11 +164,17 @@ def _median_curve(runs: list[Run], x: np.ndarray, by_epochs: bool) -> tuple[np.n
         best = np.array([v if v > -math.inf else np.nan for v in run.best_so_far()])
         spent = np.cumsum(run.epochs) if by_epochs else np.arange(1, len(best) + 1)
         index = np.searchsorted(spent, x, side="right") - 1
-        curves.append(np.where(index >= 0, best[np.clip(index, 0, None)], np.nan))
+        # NaN before the first trial finished and after the search's last one
+        inside = (index >= 0) & (x <= spent[-1])
+        curves.append(np.where(inside, best[np.clip(index, 0, None)], np.nan))
     stacked = np.array(curves)
+    # Drawn only while most searches are still going: the survivors alone would be a biased
+    # few (the searches that spent the most epochs).
+    going = np.sum(~np.isnan(stacked), axis=0) * 2 > len(runs)
     with warnings.catch_warnings():  # before any search has a result, the median is NaN
         warnings.simplefilter("ignore", RuntimeWarning)
-        return (np.nanmedian(stacked, axis=0), *np.nanpercentile(stacked, [25, 75], axis=0))
+        lines = (np.nanmedian(stacked, axis=0), *np.nanpercentile(stacked, [25, 75], axis=0))
+    return tuple(np.where(going, line, np.nan) for line in lines)
 
 
 def _plot(samplers: list[Run], pruning: list[Run], path: str, args: argparse.Namespace) -> None:
