@@ -36,8 +36,9 @@ def _run(args: argparse.Namespace, batch: int, vectorize: bool,
     data = digits()
     device = resolve_device(args.device)
     wall, cpu = time.perf_counter(), time.process_time()
+    space = {**SPACE, "epochs": args.epochs, **({"dropout": 0.0} if args.no_dropout else {})}
     result = search(lambda hp: MLP(data.features, data.classes, args.hidden, dropout=hp.dropout),
-                    data.train, data.val, space={**SPACE, "epochs": args.epochs},
+                    data.train, data.val, space=space,
                     sampler="tpe", trials=trials or args.trials, batch=batch, seed=args.seed,
                     device=device, vectorize=vectorize)
     if device.type == "cuda":
@@ -58,6 +59,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's own)")
+    parser.add_argument("--no-dropout", action="store_true",
+                        help="search lr, momentum and weight decay only, without dropout (a "
+                             "stack then draws no dropout masks row by row)")
     parser.add_argument("--one-by-one", action="store_true",
                         help="also time batch 1 with vectorize=False (the sequential loop)")
     args = parser.parse_args()
