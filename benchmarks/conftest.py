@@ -14,7 +14,8 @@ from pytest_hparams import Split, breast_cancer, digits
 ARTICLE_ORDER = (
     "test_learning_rate", "test_batch_size", "test_hidden_layers", "test_neurons",
     "test_dropout", "test_activation", "test_weight_init", "test_optimizer", "test_lr_decay",
-    "test_augmentation", "test_regularisation", "test_search", "test_misconceptions",
+    "test_augmentation", "test_regularisation", "test_search", "test_adaptive_search",
+    "test_misconceptions",
 )
 
 

@@ -49,11 +49,14 @@ _SOURCES = {
     "save_run": "saved_runs",
     "seed_everything": "recording",
     "SeedRun": "trial",
+    "SearchError": "errors",
+    "SearchResult": "search",
     "SettingsError": "errors",
     "SmallCNN": "models",
     "Space": "space",
     "SpaceError": "errors",
     "Split": "data",
+    "search": "search",
     "sweep": "sweep",
     "Threshold": "metrics",
     "Tolerance": "gate.tolerance",
@@ -77,6 +80,8 @@ __all__ = [
     "ResultsFileError",
     "RunFile",
     "RunRecorder",
+    "SearchError",
+    "SearchResult",
     "SeedRun",
     "SettingsError",
     "SmallCNN",
@@ -111,6 +116,7 @@ __all__ = [
     "resolve_device",
     "results_frame",
     "save_run",
+    "search",
     "seed_everything",
     "sweep",
     "trainer_device",
@@ -125,6 +131,7 @@ if TYPE_CHECKING:
         CompareExpressionError,
         HParamsError,
         ResultsFileError,
+        SearchError,
         SettingsError,
         SpaceError,
     )
@@ -140,6 +147,7 @@ if TYPE_CHECKING:
     from .report import markdown_tables, render_tables, results_frame
     from .runfile import RunFile, read_run, write_run
     from .saved_runs import resolve_baseline, save_run
+    from .search import SearchResult, search
     from .settings import TrainSettings
     from .space import Space, choice, int_uniform, log_uniform, parse_space, uniform
     from .sweep import sweep

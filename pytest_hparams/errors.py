@@ -21,3 +21,8 @@ class CompareExpressionError(HParamsError, ValueError):
 
 class SettingsError(HParamsError, ValueError):
     """A training setting given to ``fit`` (or found in the hparams) is invalid."""
+
+
+class SearchError(HParamsError, ValueError):
+    """``search()`` was given something it cannot search; the message names the test and the
+    key."""

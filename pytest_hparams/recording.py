@@ -147,21 +147,27 @@ class RunRecorder:
                 continue
             run.best[name] = best_value(name, [run.best.get(name, math.nan), float(value)])
         if self._on_epoch is not None:
-            self._on_epoch(self)
+            self._on_epoch(self)  # it may prune the run (an adaptive search's pruner)
         bad = [k for k, v in metrics.items() if "loss" in k and not math.isfinite(float(v))]
         if bad:
             self.fail("diverged", f"{bad[0]} became {metrics[bad[0]]} at epoch {row['epoch']}")
             return True
+        stop = False
         if self.target and run.epochs_to_target is None and all(
             t.holds(float(metrics.get(t.metric, math.nan))) for t in self.target
         ):
             run.epochs_to_target = int(row["epoch"])
             run.seconds_to_target = row["seconds"]
-            return self.stop_at_target
-        return False
+            stop = self.stop_at_target
+        return stop or run.status == "pruned"
+
+    def prune(self, reason: str) -> None:
+        """Stop the run after this epoch as ``pruned`` (not a failure): called from the
+        ``on_epoch`` callback, it makes this epoch's ``log_epoch`` return True."""
+        self.fail("pruned", reason)
 
     def fail(self, status: str, reason: str) -> None:
-        """Mark the run diverged, oom, error or interrupted, with why."""
+        """Mark the run diverged, oom, error, interrupted or pruned, with why."""
         if self.record.status == "ok":
             self.record.status = status
             self.record.reason = reason

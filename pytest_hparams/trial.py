@@ -15,7 +15,9 @@ class SeedRun:
     """One training run: one configuration, one seed."""
 
     seed: int
-    status: str = "ok"  # or "diverged", "oom", "error", "interrupted", each with a reason
+    # or "diverged", "oom", "error", "interrupted", each with a reason, or "pruned": an adaptive
+    # search stopped it early as unpromising (never a failure)
+    status: str = "ok"
     reason: str = ""
     final: dict[str, float] = field(default_factory=dict)
     best: dict[str, float] = field(default_factory=dict)

@@ -315,12 +315,12 @@ class Chunk:
 
     def __init__(self, call: FitCall, sources: Sources, template: Template, slots: list[Slot],
                  *, thresholds: list[Threshold],
-                 on_epoch: Callable[[RunRecorder], None] | None) -> None:
+                 on_epochs: Sequence[Callable[[RunRecorder], None] | None]) -> None:
         self.call = call
         self.sources = sources
         self.template = template
         self.thresholds = thresholds
-        self.on_epoch = on_epoch
+        self.on_epochs = list(on_epochs)  # by member: the leader's recorder's, then each member's
         self.slots = list(slots)
         module = template.module
         self.weights = StackedWeights(slots, [name for name, _ in module.named_parameters()],
@@ -355,7 +355,7 @@ class Chunk:
             slot.run = SharedClockRun(
                 SeedRun(seed=slot.seed, device=str(device)), target=self.thresholds,
                 stop_at_target=self.call.stop_at_target, epochs=slot.settings.epochs,
-                on_epoch=self.on_epoch if slot.member == 0 else None)
+                on_epoch=self.on_epochs[slot.member])
         train = self.sources[0].tensors
         assert train is not None
         n = len(train[1])

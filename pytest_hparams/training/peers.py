@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import torch
 
     from ..hparams import HParams
+    from ..recording import RunRecorder
     from ..trial import SeedRun, TrialResult
     from .compat import FitCall
 
@@ -34,11 +35,16 @@ _current: ContextVar[Peers | None] = ContextVar("pytest_hparams_peers", default=
 
 @dataclass(frozen=True)
 class Member:
-    """A configuration that a stack's leader may train for another item (or sweep row)."""
+    """A configuration that a stack's leader may train for another item (or sweep row).
+
+    ``on_epoch``: called with each of its runs after every epoch, as a ``TrialRecorder``'s
+    own callback is for the leader's runs (an adaptive search reports and prunes there).
+    """
 
     key: str
     label: str
     hparams: HParams
+    on_epoch: Callable[[RunRecorder], None] | None = None
 
 
 @dataclass

@@ -330,8 +330,9 @@ class Group:
 
     def _train_chunk(self, template: Template, slots: list[Slot]) -> None:
         try:
+            on_epochs = [self.on_epoch, *(member.on_epoch for member in self.members[1:])]
             Chunk(self.call, self.sources, template, slots, thresholds=self.thresholds,
-                  on_epoch=self.on_epoch).train()
+                  on_epochs=on_epochs).train()
             self.chunks += 1
         except CannotVectorize:
             raise
