@@ -25,3 +25,30 @@ def test_comparison_rows_follow_collection_order_under_xdist(pytester):
     section = text[text.index("hyperparameter baseline comparison"):]
     rows = re.findall(r"^(0\.\d)\s", section, flags=re.MULTILINE)
     assert rows == ["0.4", "0.3", "0.2", "0.1"]
+
+
+XFAIL_GRID = """
+import pytest
+
+ACCURACY = {accuracy}
+
+@pytest.mark.hparams(lr=[0.1, 0.2], seeds=3,
+                     xfail=lambda hp: hp.lr == 0.2 and "known to miss its threshold")
+def test_lr(hparams, hparams_trial):
+    for run in hparams_trial.runs():
+        run.log_epoch(accuracy=ACCURACY + 0.001 * run.seed, loss=0.1)
+    assert hparams.lr == 0.1, "below the bar"
+"""
+
+
+def test_a_regression_on_an_xfail_configuration_stays_xfailed_and_is_not_counted(pytester):
+    pytester.makepyfile(test_grid=XFAIL_GRID.format(accuracy=0.9))
+    pytester.runpytest("--hparams-save=main").assert_outcomes(passed=1, xfailed=1)
+    pytester.makepyfile(test_grid=XFAIL_GRID.format(accuracy=0.9).replace(
+        "ACCURACY + 0.001",
+        "ACCURACY - (0.2 + 0.01 * run.seed if hparams.lr == 0.2 else 0) + 0.001"))
+    result = pytester.runpytest("--hparams-compare=main")
+    result.assert_outcomes(passed=1, xfailed=1)
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["0.2 * regressed, xfail", "passed (1 regressed, xfail, "
+                                 "1 unchanged)"])

@@ -147,7 +147,10 @@ def build_comparison_table(test: str, configs: list[ConfigComparison],
             notes.append(f"{config.config_id}: {status_summary(config)} "
                          f"({'; '.join(config.status_changes)})")
         for metric in config.metrics:
-            rows.append(_metric_row(label, metric, show_metric, corrected))
+            row = _metric_row(label, metric, show_metric, corrected)
+            if metric.failed and config.declared_xfail:  # the declared xfail wins: not a failure
+                row[-1] = row[-1].lower().replace("regressed", "regressed, xfail", 1)
+            rows.append(row)
             label = [""] * len(label)
             if metric.verdict == "regressed" and metric.p_worse is None and \
                     metric.method.startswith("not finite"):
@@ -173,7 +176,8 @@ def _status_row(label: list[str], config: ConfigComparison, width: int) -> list[
     bad = sum(run.status != "ok" for run in config.current.runs)
     now = f"{bad} of {len(config.current.runs)} stopped"
     cells = [*label, "status", "ok", now]
-    return [*cells, *["-"] * (width - len(cells) - 1), "REGRESSED †"]
+    verdict = "regressed, xfail †" if config.declared_xfail else "REGRESSED †"
+    return [*cells, *["-"] * (width - len(cells) - 1), verdict]
 
 
 def _metric_row(label: list[str], metric: MetricComparison, show_metric: bool,

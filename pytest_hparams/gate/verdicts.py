@@ -64,7 +64,17 @@ class ConfigComparison:
 
     @property
     def failed(self) -> bool:
+        """Regressed, on a configuration not declared ``xfail``: a test's declared expected
+        failure wins, for its item and for the run alike (its verdict says both)."""
+        return self.regressed and not self.declared_xfail
+
+    @property
+    def regressed(self) -> bool:
         return bool(self.status_changes) or any(m.failed for m in self.metrics)
+
+    @property
+    def declared_xfail(self) -> bool:
+        return self.current is not None and self.current.outcome in ("xfailed", "xpassed")
 
     @property
     def needs_seeds(self) -> bool:
@@ -78,6 +88,8 @@ class ConfigComparison:
         when nothing was compared."""
         if self.status != "compared":
             return self.status
+        if self.regressed and self.declared_xfail:
+            return "regressed, xfail"
         if self.status_changes:
             return "regressed"
         for verdict in ("not recorded", "regressed", "inconclusive", "improved", "unchanged"):
@@ -287,8 +299,8 @@ class Comparison:
         counts: dict[str, int] = {}
         for config in self.configs:
             counts[config.verdict] = counts.get(config.verdict, 0) + 1
-        order = ("not recorded", "regressed", "inconclusive", "improved", "unchanged",
-                 "not gated", "new", "missing", "not run")
+        order = ("not recorded", "regressed", "regressed, xfail", "inconclusive", "improved",
+                 "unchanged", "not gated", "new", "missing", "not run")
         return {k: counts[k] for k in order if k in counts}
 
 
