@@ -15,6 +15,10 @@ class ResultsFileError(HParamsError):
     """A results or baseline file cannot be used; the message names the file."""
 
 
+class BaselineMissing(ResultsFileError):
+    """The baseline a compare names does not exist (yet): no such file or saved run."""
+
+
 class CompareExpressionError(HParamsError, ValueError):
     """A ``--hparams-compare-fail`` expression or tolerance cannot be parsed."""
 

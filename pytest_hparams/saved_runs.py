@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .errors import ResultsFileError
+from .errors import BaselineMissing, ResultsFileError
 from .runfile import RunFile, atomic_write_text
 
 DEFAULT_STORAGE = ".hparams"
@@ -162,7 +162,7 @@ def resolve_baseline(spec: str | None, storage: str | os.PathLike[str],
         if is_dir:
             raise ResultsFileError(f"{candidate}: is a folder; name a run file inside it")
         if not candidate.exists():
-            raise ResultsFileError(f"{candidate}: no such baseline file")
+            raise BaselineMissing(f"{candidate}: no such baseline file")
         return candidate
     if is_dir and text:
         raise ResultsFileError(f"{candidate}: is a folder; name a run file inside it")
@@ -171,7 +171,7 @@ def resolve_baseline(spec: str | None, storage: str | os.PathLike[str],
     if not text:
         if runs:
             return runs[-1].path
-        raise ResultsFileError(
+        raise BaselineMissing(
             f"{where}: no saved run to compare against{_elsewhere(root, machine)}; save one "
             f"with --hparams-save or --hparams-autosave, or name a file with --hparams-compare=PATH"
         )
@@ -189,7 +189,7 @@ def resolve_baseline(spec: str | None, storage: str | os.PathLike[str],
     if found:
         return found[-1].path
     saved = ", ".join(r.path.name for r in runs[-5:]) or "none"
-    raise ResultsFileError(
+    raise BaselineMissing(
         f"{where}: no saved run {text!r} (latest saved: {saved}); give a number, a name given "
         f"to --hparams-save, or a path to a run file{_elsewhere(root, machine)}"
     )

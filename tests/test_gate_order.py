@@ -52,3 +52,42 @@ def test_a_regression_on_an_xfail_configuration_stays_xfailed_and_is_not_counted
     assert result.ret == 0
     result.stdout.fnmatch_lines(["0.2 * regressed, xfail", "passed (1 regressed, xfail, "
                                  "1 unchanged)"])
+
+
+PLAIN = """
+import pytest
+
+@pytest.mark.hparams(lr=[0.1], seeds=2)
+def test_lr(hparams, hparams_trial):
+    for run in hparams_trial.runs():
+        run.log_epoch(accuracy=0.9 + 0.01 * run.seed, loss=0.1)
+"""
+
+
+def test_a_first_run_without_a_baseline_is_a_usage_error_that_names_the_way_out(pytester):
+    pytester.makepyfile(test_grid=PLAIN)
+    result = pytester.runpytest("--hparams-compare=main")
+    assert result.ret == 4
+    result.stderr.fnmatch_lines(["*--hparams-compare=main: *no saved run 'main'*"
+                                 "--hparams-compare-missing=save*"])
+
+
+def test_compare_missing_save_saves_the_first_run_under_the_compared_name(pytester):
+    pytester.makepyfile(test_grid=PLAIN)
+    first = pytester.runpytest("--hparams-compare=main", "--hparams-compare-missing=save")
+    assert first.ret == 0
+    first.stdout.fnmatch_lines(["hparams: no baseline yet (*): nothing is gated; this run is "
+                                "saved as main instead", "hparams: saved run *_main.json"])
+    second = pytester.runpytest("--hparams-compare=main", "--hparams-compare-missing=save")
+    assert second.ret == 0
+    second.stdout.fnmatch_lines(["*hyperparameter baseline comparison*"])
+    assert "nothing is gated" not in second.stdout.str()
+
+
+def test_compare_missing_skip_gates_nothing_and_saves_nothing(pytester):
+    pytester.makepyfile(test_grid=PLAIN)
+    result = pytester.runpytest("--hparams-compare=base.json", "--hparams-compare-missing=skip")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["hparams: no baseline yet (base.json: no such baseline file): "
+                                 "nothing is gated"])
+    assert not (pytester.path / "base.json").exists()

@@ -29,17 +29,17 @@ from typing import Any
 import pytest
 
 from .. import interrupts
-from ..errors import CompareExpressionError, ResultsFileError
+from ..errors import BaselineMissing, CompareExpressionError, ResultsFileError
 from ..hparams import HParams
 from ..items import item_recorder, item_recorders, item_spec, test_name
 from ..outputs import FINAL_NOTICE, check_writable, failure_text
 from ..recording import TrialRecorder, recording_into
 from ..report import markdown_tables
-from ..runfile import RunFile, read_run
+from ..runfile import RunFile, read_run, write_run
 from ..saved_runs import DEFAULT_STORAGE, check_save_name, resolve_baseline, save_run
 from ..session import SESSION_KEY, HParamsSession
 from ..trial import TrialResult
-from ..xdist import from_controller, send_to_workers
+from ..xdist import from_controller, is_worker, send_to_workers
 from .options import (
     DEFAULT_CORRECTION,
     SeedsOnDemand,
@@ -108,6 +108,11 @@ def add_options(parser: pytest.Parser) -> None:
                     help="seeds on demand: each configuration trains MIN seeds, and more, up to "
                          "MAX, only while its verdict is unsure (e.g. 3:8); without a baseline "
                          "every configuration trains MAX, so that the run can be one")
+    group.addoption("--hparams-compare-missing", dest="hparams_compare_missing",
+                    choices=("fail", "skip", "save"), default="fail",
+                    help="when the baseline --hparams-compare names does not exist yet (a first "
+                         "pull request): fail (default: a usage error), skip (gate nothing, say "
+                         "so) or save (gate nothing, save this run under that name or path)")
     parser.addini("hparams_storage", "the folder of saved runs", default=DEFAULT_STORAGE)
 
 
@@ -123,6 +128,8 @@ class GateSettings:
     alpha: float = DEFAULT_ALPHA
     correction: str = DEFAULT_CORRECTION
     seeds: SeedsOnDemand | None = None
+    missing: str = ""  # why nothing is gated: the baseline does not exist yet
+    save_path: Path | None = None  # --hparams-compare-missing=save with a path
 
 
 def configure(config: pytest.Config, session: HParamsSession) -> None:
@@ -136,15 +143,19 @@ def configure(config: pytest.Config, session: HParamsSession) -> None:
     if settings.save and storage.exists() and not storage.is_dir():
         raise pytest.UsageError(f"--hparams-storage: {storage} is a file; the runs are saved "
                                 f"into a folder: name a folder (default {DEFAULT_STORAGE})")
-    if settings.save and not session.is_worker:
-        check_writable("--hparams-storage", storage, folder=True)
     spec = config.getoption("hparams_compare")
     user_rules: list[Tolerance] = config.getoption("hparams_compare_fail")
     if spec is None and user_rules:
         raise pytest.UsageError("--hparams-compare-fail needs a baseline: add --hparams-compare "
                                 "(this machine's latest saved run) or --hparams-compare=PATH")
     if spec is not None:
-        settings.baseline = _read_baseline(config, spec, storage)
+        try:
+            settings.baseline = _read_baseline(config, spec, storage)
+        except BaselineMissing as exc:
+            settings.missing = _without_baseline(config, settings, spec, exc)
+    if settings.save and not session.is_worker:
+        check_writable("--hparams-storage", storage, folder=True)
+    if settings.baseline is not None:
         path = settings.baseline.path
         option = session.outputs.writing_to(path) if path is not None else None
         if option is not None:
@@ -163,11 +174,33 @@ def configure(config: pytest.Config, session: HParamsSession) -> None:
     config.pluginmanager.register(_GateHooks(settings, session), "hparams-gate")
 
 
+def _without_baseline(config: pytest.Config, settings: GateSettings, spec: str,
+                      exc: BaselineMissing) -> str:
+    """``--hparams-compare-missing``: a usage error, or the line that says nothing is gated
+    (and, for ``save``, where this run will be saved instead)."""
+    choice = config.getoption("hparams_compare_missing")
+    if choice == "fail":
+        option = f"--hparams-compare={spec}" if spec else "--hparams-compare"
+        raise pytest.UsageError(f"{option}: {exc} (a first run has no baseline yet: "
+                                f"--hparams-compare-missing=save saves this run as it, skip "
+                                f"gates nothing)") from None
+    line = f"no baseline yet ({exc}): nothing is gated"
+    if choice == "save" and not is_worker(config):
+        if spec.endswith(".json") or "/" in spec:
+            settings.save_path = Path(spec)
+        else:
+            settings.save, settings.save_name = True, spec or settings.save_name
+        line += f"; this run is saved as {spec or 'the latest run'} instead"
+    return line
+
+
 def _read_baseline(config: pytest.Config, spec: str, storage: Path) -> RunFile:
     resolved = from_controller(config, _WORKER_BASELINE)
     try:
         path = Path(resolved) if resolved else resolve_baseline(spec, storage)
         return read_run(path)
+    except BaselineMissing:
+        raise
     except ResultsFileError as exc:
         option = f"--hparams-compare={spec}" if spec else "--hparams-compare"
         hint = ""
@@ -394,14 +427,18 @@ class _GateHooks:
             text = markdown_comparison(self.comparison) if self.comparison is not None else ""
             text += "\n## Results\n\n" + markdown_tables(hparams.ordered_trials())
             self._append(summary, text)
-        if settings.save:
+        if settings.save or settings.save_path is not None:
             run = hparams.run_file()
             run.extra.update(name=settings.save_name or "", exitstatus=int(exitstatus))
+            where = settings.save_path or settings.storage
             try:
-                self.saved = save_run(settings.storage, run, settings.save_name)
+                if settings.save_path is not None:
+                    write_run(settings.save_path, run)
+                    self.saved = settings.save_path
+                else:
+                    self.saved = save_run(settings.storage, run, settings.save_name)
             except (OSError, ResultsFileError) as exc:
-                self.errors.append(f"could not save the run: {settings.storage}: "
-                                   f"{failure_text(exc)}")
+                self.errors.append(f"could not save the run: {where}: {failure_text(exc)}")
 
     def _append(self, path: str | Path, text: str) -> None:
         try:
@@ -412,6 +449,8 @@ class _GateHooks:
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         with interrupts.shielded(final=True):  # a second Ctrl-C cannot cut the table short
+            if self.settings.missing:
+                terminalreporter.write_line(f"hparams: {self.settings.missing}", yellow=True)
             if self.comparison is not None:
                 terminalreporter.write_sep("=", "hyperparameter baseline comparison",
                                            red=self.comparison.failed,
