@@ -124,6 +124,15 @@ class MetricSummary:
         half = std / math.sqrt(self.n) * float(stats.t.ppf(0.975, self.n - 1))
         return (self.mean - half, self.mean + half)
 
+    def text(self, *, seeds: bool = False, empty: str = "-") -> str:
+        """``0.946 ± 0.0054``, with `` (5 seeds)`` when ``seeds``; ``empty`` without values."""
+        if not self.n:
+            return empty
+        count = f" ({self.n} seed{'s' if self.n != 1 else ''})" if seeds else ""
+        if self.n == 1:
+            return f"{self.mean:.4g}{count}"
+        return f"{self.mean:.4g} ± {self.std:.2g}{count}"
+
     def as_dict(self) -> dict[str, object]:
         lo, hi = self.ci95
         return {"mean": self.mean, "std": self.std, "min": self.min, "max": self.max,

@@ -31,14 +31,6 @@ def _p(p: float) -> str:
     return "<0.0001" if p < 1e-4 else f"{p:.2g}"
 
 
-def _spread(summary: MetricSummary) -> str:
-    if not summary.n:
-        return "no value"
-    if summary.n == 1:
-        return f"{summary.mean:.4g} (1 seed)"
-    return f"{summary.mean:.4g} ± {summary.std:.2g} ({summary.n} seeds)"
-
-
 def seed_list(seeds: Sequence[int]) -> str:
     """``0-4``, ``0, 2, 5`` or ``0-2, 7``: seeds as a reader scans them."""
     parts: list[str] = []
@@ -169,8 +161,8 @@ class MetricComparison:
         """One line: the verdict, now against the baseline, the change and the test."""
         rule = self.tolerance
         if self.verdict == "not recorded":
-            return (f"{rule.metric} not recorded: the baseline has "
-                    f"{_spread(self.baseline_summary)}, this run no value")
+            before = _described(self.baseline_summary)
+            return f"{rule.metric} not recorded: the baseline has {before}, this run no value"
         now = f"{self.current_mean:.4g}" if self.current else "no finite value"
         text = (f"{rule.metric} {self.verdict}: {now} now, {self.baseline_mean:.4g} in the "
                 f"baseline (")
@@ -192,8 +184,8 @@ class MetricComparison:
         correction, seeds on demand and, when inconclusive, what to do."""
         if self.verdict == "not recorded":
             return []
-        lines = [f"  now      {_spread(self.current_summary)}",
-                 f"  baseline {_spread(self.baseline_summary)}"]
+        lines = [f"  now      {_described(self.current_summary)}",
+                 f"  baseline {_described(self.baseline_summary)}"]
         if self.current:
             change = f"  change   {self.delta:+.4g}"
             if self.baseline_mean:
@@ -482,3 +474,7 @@ def format_adjusted(comparison: MetricComparison) -> str:
     """The adjusted p-value as a table shows it."""
     return "-" if comparison.adjusted is None or not comparison.correction else _p(
         comparison.adjusted)
+
+
+def _described(summary: MetricSummary) -> str:
+    return summary.text(seeds=True, empty="no value")

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from ..metrics import MetricSummary
 from ..report import varied_keys
 from ..trial import TrialResult
 from .metric_verdict import MetricComparison, format_adjusted, format_p, inconclusive_advice
@@ -82,14 +81,6 @@ def verdict_line(comparison: Comparison) -> str:
         text += f"; {n} test{'s' if n != 1 else ''} of the baseline did not run"
     outcome = "FAILED: regressions beyond tolerance" if comparison.failed else "passed"
     return f"{outcome} ({text})"
-
-
-def _spread(summary: MetricSummary) -> str:
-    if not summary.n:
-        return "-"
-    if summary.n == 1:
-        return f"{summary.mean:.4g}"
-    return f"{summary.mean:.4g} ± {summary.std:.2g}"
 
 
 def _delta(metric: MetricComparison) -> str:
@@ -187,7 +178,7 @@ def _metric_row(label: list[str], metric: MetricComparison, show_metric: bool,
     if metric.p_value is None and metric.verdict not in ("no baseline", "not recorded"):
         verdict += " †"
     before, after = metric.baseline_summary, metric.current_summary
-    cells = [*label, *([metric.metric] if show_metric else []), _spread(before), _spread(after),
+    cells = [*label, *([metric.metric] if show_metric else []), before.text(), after.text(),
              _seeds(metric), _delta(metric), _interval(metric), format_p(metric)]
     if corrected:
         cells.append(format_adjusted(metric))
