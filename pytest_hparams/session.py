@@ -77,8 +77,14 @@ class HParamsSession:
 
     def add(self, trial: TrialResult) -> None:
         """Keep a finished trial. The JSON file is rewritten (atomically) right after, or a
-        moment later when rewriting it would take more than 5 % of the run's time."""
+        moment later when rewriting it would take more than 5 % of the run's time. A crash
+        record (outcome ``crashed``, no runs) marks a trial already kept instead of replacing
+        its runs."""
         with self._lock:
+            kept = self.trials.get(trial.nodeid)
+            if kept is not None and trial.outcome == "crashed" and not trial.runs:
+                kept.outcome, kept.message = trial.outcome, trial.message
+                trial = kept
             self.trials[trial.nodeid] = trial
         if self.outputs.json:
             _ = self.environment  # read once here, so that it never delays a rewrite
