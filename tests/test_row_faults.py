@@ -525,3 +525,24 @@ def test_a_crashed_plain_test_is_no_hparams_row():
     assert crashed_trial("t.py::test_plain", "crashed") is None
     assert crashed_trial("t.py::test_p[1-2]", "crashed") is None
     assert crashed_trial("t.py::test_p[1-lr=0.1]", "crashed", hparams_tests={"t.py::test_p"})
+
+
+def test_a_factory_reading_state_fit_cannot_read_trains_only_its_own_configuration(pytester):
+    pytester.makepyfile(test_width="""
+        import itertools
+        import pytest
+        from pytest_hparams import MLP, digits, fit
+
+        DATA = digits()
+        WIDTHS = itertools.cycle([16])
+
+        @pytest.mark.hparams(lr=[0.05, 0.1], epochs=1)
+        def test_width(hparams):
+            fit(lambda hp: MLP(64, 10, hidden=next(WIDTHS)), DATA.train, DATA.val, hparams)
+    """)
+    outcome, trials = _run(pytester)
+    outcome.assert_outcomes(passed=2)
+    for trial in trials.values():
+        notes = " | ".join(trial.notes)
+        assert "1 configuration × 1 seed" in notes
+        assert "the model reads 'WIDTHS', a cycle object, whose state fit cannot read" in notes
