@@ -34,6 +34,7 @@ from .placement import check_options, describe, device_chosen
 from .plots import check_matplotlib
 from .recording import (
     TrialRecorder,
+    crashed_trial,
     free_accelerator_memory,
     is_out_of_memory,
     recording_into,
@@ -348,6 +349,12 @@ class _SessionHooks:
         trials = [TrialResult.from_dict(dict(data))
                   for data in getattr(report, "hparams_trials", ()) if isinstance(data, Mapping)]
         settle_sweep_rows(trials, report.nodeid)
+        if not trials and report.failed and report.when not in ("setup", "call", "teardown"):
+            # pytest-xdist's report for the item a worker was running when it died
+            worker = getattr(getattr(getattr(report, "node", None), "gateway", None), "id", "")
+            tests = {trial.test for trial in self.session.trials.values()}
+            trials = [t for t in [crashed_trial(report.nodeid, str(report.longrepr),
+                                                worker=str(worker), hparams_tests=tests)] if t]
         for trial in trials:
             self.session.add(trial)
 

@@ -13,16 +13,18 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import math
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any
 
 from .errors import HParamsError
 from .metrics import Threshold, parse_threshold
+from .space import parse_id
 from .trial import SeedRun, TrialResult, best_value
 
 #: Per-epoch values that describe the epoch rather than measure the model: kept in the history,
@@ -314,6 +316,34 @@ def settle_sweep_rows(trials: Iterable[TrialResult], nodeid: str) -> None:
             trial.message = raised[id(trial)].removeprefix(ROW_RAISED)
         elif trial.outcome == "failed" and trial.status == "ok":
             trial.outcome, trial.message = "passed", ""
+
+
+def crashed_trial(nodeid: str, reason: str, *, worker: str = "",
+                  hparams_tests: Container[str] = ()) -> TrialResult | None:
+    """The record of an item whose process died while it ran (an xdist worker killed), whose
+    runs died with it: outcome ``crashed`` with the reason, and the configuration as its node
+    id spells it. None for an item that is not an hparams item: its id is not a configuration's
+    and its test is not one of ``hparams_tests``."""
+    test, bracket, rest = nodeid.partition("[")
+    config_id = rest[:-1] if bracket and rest.endswith("]") else ""
+    texts = parse_id(config_id) if config_id else None
+    if texts is None and test not in hparams_tests:
+        return None
+    texts = {k: v for k, v in (texts or {}).items() if k != "sample"}  # an index, not an axis
+    return TrialResult(nodeid=nodeid, test=test, config_id=config_id or "default",
+                       hparams={k: _literal(v) for k, v in texts.items()}, axes=list(texts),
+                       labels=texts, outcome="crashed", message=reason, worker=worker)
+
+
+def _literal(text: str) -> Any:
+    """The number, bool, None or tuple an id's text shows; the text itself otherwise."""
+    if text in ("inf", "-inf", "nan"):
+        return float(text)
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return text
+    return value if isinstance(value, (bool, int, float, tuple, type(None))) else text
 
 
 def describe(exc: BaseException) -> str:

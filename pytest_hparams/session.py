@@ -81,8 +81,14 @@ class HParamsSession:
             self.results.start(self.created)
 
     def add(self, trial: TrialResult) -> None:
-        """Keep a finished trial; it reaches the results file's journal before this returns."""
+        """Keep a finished trial; it reaches the results file's journal before this returns. A
+        crash record (outcome ``crashed``, no runs) marks a trial already kept instead of
+        replacing its runs."""
         with self._lock:
+            kept = self.trials.get(trial.nodeid)
+            if kept is not None and trial.outcome == "crashed" and not trial.runs:
+                kept.outcome, kept.message = trial.outcome, trial.message
+                trial = kept
             self.trials[trial.nodeid] = trial
         if self.results is not None:
             self.results.add(trial, self._environment_line)

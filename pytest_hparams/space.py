@@ -13,6 +13,7 @@ import itertools
 import math
 import numbers
 import random
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -200,6 +201,24 @@ def format_value(value: Any) -> str:
     if isinstance(name, str):
         return name
     return type(value).__name__
+
+
+#: The '-' before the next ``key=`` of an id (a value may hold '-', as in ``lr=1e-05``).
+_NEXT_KEY = re.compile(r"-(?=[^-=\[\]]+=)")
+
+
+def parse_id(config_id: str) -> dict[str, str] | None:
+    """The ``key: value-id`` texts an id joins (``lr=0.1-opt=adam``), the inverse of the ids
+    ``Space.expand`` builds; ``{}`` for ``default``, None for an id that is not one."""
+    if config_id == "default":
+        return {}
+    texts: dict[str, str] = {}
+    for piece in _NEXT_KEY.split(config_id):
+        key, equals, value = piece.partition("=")
+        if not equals or not key or key in texts:
+            return None
+        texts[key] = value
+    return texts
 
 
 # --------------------------------------------------------------------------- the space

@@ -454,3 +454,95 @@ def test_a_sweep_row_that_raises_fails_on_its_own_row_and_the_later_rows_train(p
         assert "width must be positive" not in rows[width].reason
     table = outcome.stdout.str().split("hyperparameter comparison")[1].split("short test")[0]
     assert table.count("width must be positive") == 1
+
+
+# --------------------------------------------------------------------------- a crashed worker
+
+CRASH = """
+import os
+import signal
+
+import pytest
+
+
+@pytest.mark.hparams(lr=[0.01, 0.1, 1.0], opt={"plain": None, "adam": "adam"}, seeds=2)
+def test_crash(hparams, hparams_trial):
+    for run in hparams_trial.runs():
+        if hparams.lr == 0.1 and hparams.opt == "adam" and run.seed == 1:
+            os.kill(os.getpid(), signal.SIGKILL)  # the worker dies in the middle of the item
+        run.log_epoch(loss=hparams.lr)
+"""
+
+
+def test_an_item_whose_xdist_worker_was_killed_is_a_crashed_row(pytester, monkeypatch):
+    pytest.importorskip("xdist")
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)  # under an outer -n, the inner run's own
+    pytester.makepyfile(test_crash=CRASH)
+    outcome, trials = _run(pytester, "-n", "2", subprocess=True)
+    outcome.assert_outcomes(passed=5, failed=1)
+    crashed = trials["test_crash.py::test_crash[lr=0.1-opt=adam]"]
+    assert crashed.outcome == "crashed"
+    assert crashed.test == "test_crash.py::test_crash"
+    assert crashed.config_id == "lr=0.1-opt=adam"
+    assert crashed.hparams == {"lr": 0.1, "opt": "adam"} and crashed.axes == ["lr", "opt"]
+    assert crashed.worker.startswith("gw")
+    assert "crashed while running 'test_crash.py::test_crash[lr=0.1-opt=adam]'" in crashed.reason
+    assert len(trials) == 6
+    table = outcome.stdout.str().split("hyperparameter comparison")[1]
+    row = next(line for line in table.splitlines() if line.split()[:2] == ["0.1", "adam"])
+    assert "crashed [1]" in row
+    assert "[1] worker 'gw" in table
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.from_regex(r"[a-z_]{1,6}", fullmatch=True),
+                       st.lists(st.one_of(st.integers(-10**6, 10**6),
+                                          st.floats(-1e6, 1e6, allow_nan=False),
+                                          st.text("abc_. ", min_size=1, max_size=4)),
+                                min_size=1, max_size=3, unique_by=str),
+                       min_size=1, max_size=3))
+def test_a_configuration_id_reads_back_as_its_values_ids(axes):
+    """What a crashed item's row shows: the configuration its node id names."""
+    from pytest_hparams.recording import crashed_trial
+    from pytest_hparams.space import format_value, parse_id
+
+    try:
+        configs = parse_space("t.py::test", (), axes).expand()
+    except SpaceError:
+        return  # values whose ids coincide
+    for config in configs:
+        texts = {k: format_value(config.values[k]) for k in axes}
+        assert parse_id(config.id) == texts
+        trial = crashed_trial(f"t.py::test[{config.id}]", "worker 'gw0' crashed")
+        assert trial is not None and trial.labels == texts and trial.axes == list(axes)
+        assert all(format_value(trial.hparams[k]) == texts[k] for k in axes)
+
+
+def test_a_crashed_plain_test_is_no_hparams_row():
+    from pytest_hparams.recording import crashed_trial
+
+    assert crashed_trial("t.py::test_plain", "crashed") is None
+    assert crashed_trial("t.py::test_p[1-2]", "crashed") is None
+    assert crashed_trial("t.py::test_p[1-lr=0.1]", "crashed", hparams_tests={"t.py::test_p"})
+
+
+def test_a_factory_reading_state_fit_cannot_read_trains_only_its_own_configuration(pytester):
+    pytester.makepyfile(test_width="""
+        import itertools
+        import pytest
+        from pytest_hparams import MLP, digits, fit
+
+        DATA = digits()
+        WIDTHS = itertools.cycle([16])
+
+        @pytest.mark.hparams(lr=[0.05, 0.1], epochs=1)
+        def test_width(hparams):
+            fit(lambda hp: MLP(64, 10, hidden=next(WIDTHS)), DATA.train, DATA.val, hparams)
+    """)
+    outcome, trials = _run(pytester)
+    outcome.assert_outcomes(passed=2)
+    for trial in trials.values():
+        notes = " | ".join(trial.notes)
+        assert "1 configuration × 1 seed" in notes
+        assert "the model reads 'WIDTHS', a cycle object, whose state fit cannot read" in notes

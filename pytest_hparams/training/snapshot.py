@@ -24,6 +24,7 @@ import dataclasses
 import dis
 import enum
 import functools
+import hashlib
 import math
 import os
 import site
@@ -122,7 +123,11 @@ def snapshot(value: Any, *, strict: bool = False, reset_modules: bool = False) -
     """``value`` frozen now. ``reset_modules``: a module given to ``fit`` is re-initialised
     per seed, so the values of parameters ``reset_parameters`` overwrites do not count."""
     freezer = _Freezer(strict, reset_modules)
-    root = freezer.freeze(value, "")
+    try:
+        root = freezer.freeze(value, "")
+    except Exception as exc:  # an object that fails when read: nothing is proven about it
+        what = f"a value that raised {type(exc).__name__} when read"
+        return Snapshot(Opaque(what), f"reads {what}" if strict else None, what)
     return Snapshot(root, freezer.problem, freezer.opaque)
 
 
@@ -163,8 +168,10 @@ class _Freezer:
         if isinstance(value, torch.Tensor):
             return TensorAt(value, value._version)
         if isinstance(value, np.ndarray):
-            return Node(np.ndarray, (("", Leaf((value.shape, value.dtype.str,
-                                                value.tobytes()))),))
+            # No version counter to read: a digest of the contents, without keeping a copy.
+            flat = np.ascontiguousarray(value).reshape(-1).view(np.uint8)
+            digest = hashlib.blake2b(flat).digest()
+            return Leaf((np.ndarray, value.shape, value.dtype.str, digest))
         if isinstance(value, np.generic):
             return Leaf(value.item())
         if isinstance(value, HParams):
@@ -533,7 +540,7 @@ def _changed(path: str, a: Any, b: Any) -> str:
     where = path or "it"
     if isinstance(a, Leaf) and isinstance(a.value, types.CodeType):
         return f"{where} is another function" if path else "another function"
-    if isinstance(a, Leaf) and isinstance(b, Leaf):
+    if isinstance(a, Leaf) and isinstance(b, Leaf) and isinstance(a.value, _SCALARS):
         return f"it reads {where} = {_short(b.value)}, its group's call read {_short(a.value)}"
     return f"it reads another {where}" if path else "another value"
 

@@ -169,8 +169,14 @@ def _why_alone(peers: Peers | None, hparams: Mapping[str, Any], call: FitCall) -
     if peers is None:
         return None
     why = peers.why_alone()
-    if why is not None or not peers.restrict_keys:
+    if why is not None:
         return why
+    opaque = call.reads["model"].opaque
+    if opaque is not None:
+        return (f"the model reads {opaque}, so fit cannot tell whether another "
+                f"configuration's call would build the same model")
+    if not peers.restrict_keys:
+        return None
     own = peers.own_values()
     if own is not None and not (isinstance(hparams, HParams)
                                 and same_value(dict(hparams), dict(own))):
@@ -179,10 +185,6 @@ def _why_alone(peers: Peers | None, hparams: Mapping[str, Any], call: FitCall) -
         if captures_hparams(value):
             return (f"the {name} reads hparams from its closure; give fit a factory that "
                     f"takes them, e.g. fit(lambda hparams: make_model(hparams), ...)")
-    opaque = call.reads["model"].opaque
-    if opaque is not None:
-        return (f"the model reads {opaque}, so fit cannot tell whether another item's call "
-                f"would build the same model")
     return None
 
 
