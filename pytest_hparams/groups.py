@@ -21,7 +21,7 @@ import types
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -30,9 +30,11 @@ from torch import nn
 
 from .hparams import HParams
 from .items import PARAM, ItemSpec, item_spec, test_name
-from .recording import RunRecorder
 from .session import SESSION_KEY
 from .trial import SeedRun, TrialResult
+
+if TYPE_CHECKING:
+    from .recording import RunRecorder
 
 #: pytest-xdist modes that keep every item of one test function on one worker.
 GROUPING_DIST_MODES = ("no", "each", "loadscope", "loadfile")
