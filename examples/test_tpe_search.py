@@ -1,6 +1,6 @@
 """The README's adaptive search: TPE over the learning rate and dropout of Adam, 24 trials
 asked 8 at a time (each batch trained as one vectorised stack), successive halving stopping
-the unpromising ones. Run it with ``pytest examples/test_search.py`` (needs
+the unpromising ones. Run it with ``pytest examples/test_tpe_search.py`` (needs
 ``pip install "pytest-hparams[search]"``).
 """
 
