@@ -115,7 +115,9 @@ def test_each_fault_is_recorded_in_the_table_and_json_and_the_next_trials_run(py
 
 def test_faults_are_recorded_the_same_way_on_xdist_workers(pytester):
     pytester.makepyfile(test_faulty_grid=FAULTS)
-    result = pytester.runpytest("-n", "2", "--hparams-json", "run.json")
+    # chunks of 2 runs (one configuration × 2 seeds): both workers get some of the grid
+    result = pytester.runpytest("-n", "2", "--hparams-xdist-min-chunk=2", "--hparams-json",
+                                "run.json")
     _check_faults(result, pytester.path / "run.json")
     assert {t["worker"] for t in _trials(pytester.path / "run.json").values()} == {"gw0", "gw1"}
 
