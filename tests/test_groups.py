@@ -113,11 +113,9 @@ def test_xdist_gives_the_same_results(pytester):
         outcome, spread = _run(pytester, "-n", "2", "--dist", mode, subprocess=True)
         outcome.assert_outcomes(passed=6)
         assert {k: _runs(t) for k, t in spread.items()} == {k: _runs(t) for k, t in plain.items()}
+        # 12 runs are too few to split across two workers (8 each at least): one xdist chunk.
         notes = " ".join(_notes(spread).values())
-        if mode == "load":
-            assert "--dist load may send the items of one test to different workers" in notes
-        else:
-            assert "12 runs (6 configurations × 2 seeds) trained together" in notes
+        assert "12 runs (6 configurations × 2 seeds) trained together" in notes
 
 
 def test_an_item_whose_call_differs_trains_by_itself(pytester):
