@@ -64,7 +64,7 @@ class DigitsClassifier(L.LightningModule):
 
 
 @pytest.mark.hparams(lr=[0.01, 0.1], optimizer=["adam", "sgd"], seeds=3, epochs=10,
-                     expect={"accuracy": ">=0.9"},
+                     expect={"accuracy": ">=0.9"}, vectorize=False,
                      xfail=lambda hp: hp.optimizer == "sgd" and hp.lr < 0.05
                      and "SGD at lr=0.01 needs more than 10 epochs")
 def test_classifier(hparams, hparams_device):
@@ -74,7 +74,7 @@ def test_classifier(hparams, hparams_device):
     assert result.status == "ok"
 
 
-@pytest.mark.hparams(hidden=[16, 64], seeds=2)
+@pytest.mark.hparams(hidden=[16, 64], seeds=2, vectorize=False)
 def test_own_trainer(hparams, hparams_device, hparams_trial):
     for run in hparams_trial.runs(target={"accuracy": 0.95}, stop_at_target=False):
         trainer = L.Trainer(**trainer_device(hparams_device), max_epochs=10, logger=False,

@@ -275,6 +275,8 @@ def _stack_key(item: pytest.Item, by_xdist_group: bool) -> tuple[Any, ...] | Non
     spec = item_spec(item)
     if spec is None or not spec.marker.vectorize or _skipped(item):
         return None
+    if "hparams_trial" in getattr(item, "fixturenames", ()):
+        return None  # the test records its own loop: it never trains a stack of fit's
     from .training.optim import FAMILIES  # only now: this loads torch, which the item will use
 
     indices = dict(item.callspec.indices)  # type: ignore[attr-defined]

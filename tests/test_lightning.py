@@ -87,7 +87,7 @@ class Classifier(L.LightningModule):
 
 GRID = MODULE + """
 
-@pytest.mark.hparams(lr=[0.003, 0.03], seeds=2, epochs=3)
+@pytest.mark.hparams(lr=[0.003, 0.03], seeds=2, epochs=3, vectorize=False)
 def test_classifier(hparams, hparams_device):
     result = fit_lightning(lambda hp: Classifier(lr=hp.lr), Digits(), hparams,
                            device=hparams_device)
