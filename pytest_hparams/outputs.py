@@ -42,8 +42,8 @@ from .trial import TrialResult
 #: journal, not these rewrites, is what keeps finished trials safe.
 SNAPSHOT_SHARE = 0.02
 
-FINAL_NOTICE = ("finishing the results files first (every finished trial is already on "
-                 "disk; this cannot lose them)")
+FINAL_NOTICE = ("the run is ending: finishing its results files and report first (no "
+                "finished trial can be lost now)")
 
 
 @dataclass(frozen=True)

@@ -24,14 +24,14 @@ import re
 import secrets
 import stat
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from .errors import CompareExpressionError, ResultsFileError
 from .gate.tolerance import parse_tolerance
-from .trial import TrialResult
+from .trial import SeedRun, TrialResult, jsonable
 
 SCHEMA = "pytest-hparams/run"
 SCHEMA_VERSION = 1
@@ -140,8 +140,17 @@ def json_text(value: Any) -> str:
 
 
 def trial_text(trial: TrialResult) -> str:
-    """One trial as the run file and its journal hold it: a line of JSON."""
-    return json_text(trial.to_dict())
+    """One trial as the run file and its journal hold it: ``trial.to_dict()`` as a line of JSON.
+
+    Built here without ``to_dict``'s deep copy (``dataclasses.asdict`` copies every row of the
+    history, tens of milliseconds for a trial of 150 epochs): the encoder only reads."""
+    record: dict[str, Any] = {f.name: getattr(trial, f.name) for f in fields(TrialResult)}
+    record["runs"] = [{f.name: getattr(run, f.name) for f in fields(SeedRun)}
+                      for run in trial.runs]
+    record["hparams"] = {k: jsonable(v) for k, v in trial.hparams.items()}
+    record["status"] = trial.status
+    record["metrics"] = {name: summary.as_dict() for name, summary in trial.metrics.items()}
+    return json_text(record)
 
 
 def environment_info() -> dict[str, Any]:
