@@ -27,6 +27,7 @@ _shields = 0
 _pending: int | None = None  # a signal that arrived while shielded
 _notice = ""  # what to say when one arrives while shielded
 _told = False
+_ending_at = 0  # the run (at this depth of nested installs) is ending: every request waits
 
 
 def _names(signum: int) -> str:
@@ -35,7 +36,7 @@ def _names(signum: int) -> str:
 
 def _handler(signum: int, frame: FrameType | None) -> None:
     global _pending, _told
-    if _shields:
+    if _shields or _ending_at:
         _pending = signum
         if _notice and not _told:
             _told = True
@@ -68,10 +69,24 @@ def install() -> None:
             continue
 
 
+def ending(notice: str) -> None:
+    """The run is ending (pytest writes its reports, this plugin its files): from now until
+    ``uninstall``, a stop request only says ``notice`` (once) and is otherwise ignored, so that
+    neither a results file nor pytest's own summary is cut short."""
+    global _ending_at, _notice, _told
+    if not _ours:
+        return
+    if not _shields:
+        _notice, _told = notice, False
+    _ending_at = _installs
+
+
 def uninstall() -> None:
     """Put back the handlers ``install`` replaced, when its last caller is done."""
-    global _installs
+    global _installs, _ending_at
     _installs = max(0, _installs - 1)
+    if _installs < _ending_at:  # the run that was ending is over (a pytester run inside one)
+        _ending_at = 0
     if _installs:
         return
     for signum, previous in list(_ours.items()):
@@ -88,14 +103,14 @@ def shielded(notice: str = "", *, final: bool = False) -> Iterator[None]:
     anyway). ``notice`` is said once if a request arrives during the block."""
     global _shields, _pending, _notice, _told
     outer = _shields == 0
-    if outer:
+    if outer and not _ending_at:
         _notice, _told = notice, False
     _shields += 1
     try:
         yield
     finally:
         _shields -= 1
-        if outer:
+        if outer and not _ending_at:
             pending, _pending, _notice = _pending, None, ""
             if pending is not None and not final:
                 _interrupt(pending)

@@ -1,12 +1,19 @@
 """Where a run's results go: the paths checked at start-up, and the results file kept current.
 
 ``--hparams-json`` is kept current without its cost growing with the run: each finished trial
-is serialised once and appended to the journal beside the file (flushed to disk, a few
-milliseconds whatever the run's size); the file itself is rewritten from those serialised
-trials only as often as ``SNAPSHOT_SHARE`` of the run's time allows, and once at the end, after
-which the journal is removed. So a run stopped in any way keeps every trial that finished: by
-Ctrl-C or SIGTERM the final write completes (a second Ctrl-C cannot cut it), by ``kill -9`` the
-journal holds them and ``read_run`` reads it beside the file.
+is serialised once and appended to the journal beside the file before the next test starts
+(milliseconds, whatever the run's size; the journal's own thread then forces it to the disk);
+the file itself is rewritten from those serialised trials only as often as ``SNAPSHOT_SHARE``
+of the run's time allows, and once at the end, after which the journal is removed. So a run
+stopped in any way keeps every trial that finished: by Ctrl-C or SIGTERM the final write
+completes (a second Ctrl-C cannot cut it), by ``kill -9`` the journal holds them and
+``read_run`` reads it beside the file.
+
+Why not rewrite the file after each trial: the cost of a rewrite grows with the run (a 25 MB file
+takes a quarter of a second to write here, seconds with an indented encoder), so either the
+rewrites are throttled and the file trails the run (what Ctrl-C and SIGTERM then lost) or they
+take over the run. Why not append to the file itself: a JSON document cannot be appended to and
+stay valid; the journal can, and the file stays valid JSON for every other reader.
 
 A write that fails mid-run (a full disk) is said once; training goes on, the table is printed,
 and the end of the run tries again and says what could not be written.
@@ -40,10 +47,10 @@ from .trial import TrialResult
 
 #: Rewriting the whole results file mid-run may take at most this share of the run's time; the
 #: journal, not these rewrites, is what keeps finished trials safe.
-SNAPSHOT_SHARE = 0.02
+SNAPSHOT_SHARE = 0.01
 
-FINAL_NOTICE = ("finishing the results files first (every finished trial is already on "
-                 "disk; this cannot lose them)")
+FINAL_NOTICE = ("the run is ending: finishing its results files and report first (no "
+                "finished trial can be lost now)")
 
 
 @dataclass(frozen=True)
@@ -216,6 +223,8 @@ class ResultsFile:
                         self.journal.append(environment())
                         self._environment_written = True
                     self.journal.add_trial(text)
+                if self.journal.sync_error is not None:
+                    raise self.journal.sync_error
             except OSError as exc:
                 self._failed("journal", f"could not write {self.journal_shown}: "
                                         f"{failure_text(exc)}; the run goes on, the table will "

@@ -30,6 +30,7 @@ from .items import (
     uses_plugin,
 )
 from .marker import merge_markers, parse_marker
+from .outputs import FINAL_NOTICE
 from .placement import check_options, describe, device_chosen
 from .plots import check_matplotlib
 from .recording import (
@@ -127,6 +128,12 @@ def pytest_configure(config: pytest.Config) -> None:
             ControllerHooks(config, specs, session.set_collection_order),
             "hparams-xdist-controller")
     configure_sharing(config)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """From here on a Ctrl-C or SIGTERM cannot cut the results files or the report short."""
+    interrupts.ending(FINAL_NOTICE)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

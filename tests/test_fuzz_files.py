@@ -32,7 +32,7 @@ from pytest_hparams.report import (
     write_csv,
     write_markdown,
 )
-from pytest_hparams.runfile import journal_path, trial_text, write_run
+from pytest_hparams.runfile import journal_path, json_text, trial_text, write_run
 
 RULES = [parse_tolerance("accuracy:-0.01"), parse_tolerance("loss:+5%"),
          parse_tolerance("epochs_to_target:+2"), parse_tolerance("time:+50%")]
@@ -325,6 +325,8 @@ def test_every_run_the_plugin_writes_reads_back(tmp_path_factory, trials):
     folder = tmp_path_factory.mktemp("live")
     for index, trial in enumerate(trials):
         trial.nodeid = f"{trial.nodeid}#{index}"  # node ids are unique within a run
+    for trial in trials:  # the fast serialisation says what to_dict says
+        assert json.loads(trial_text(trial)) == json.loads(json_text(trial.to_dict()))
     write_run(folder / "run.json", RunFile(trials, created="2024-01-01"))
     run = read_run(folder / "run.json")
     assert [t.nodeid for t in run.trials] == [_whole(t.nodeid) for t in trials]

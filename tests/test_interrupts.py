@@ -180,7 +180,8 @@ def test_a_second_ctrl_c_during_the_final_write_does_not_cut_it(grid):
     finally:
         run.stop()
     _check_complete(run, output)
-    assert "hparams: Ctrl-C: finishing the results files first" in output
+    assert "hparams: Ctrl-C: the run is ending: finishing its results files and report " \
+           "first" in output
 
 
 def test_kill_9_leaves_every_finished_trial_readable_through_the_journal(grid, capsys):
@@ -245,9 +246,28 @@ SHIELD = textwrap.dedent("""
     with interrupts.shielded("final", final=True):
         os.kill(os.getpid(), signal.SIGINT)
         os.kill(os.getpid(), signal.SIGINT)
+    # Once the run is ending, every request only says so, until the handlers go.
+    interrupts.ending("ending")
+    os.kill(os.getpid(), signal.SIGINT)
+    os.kill(os.getpid(), signal.SIGTERM)
+    with interrupts.shielded("inner"):
+        os.kill(os.getpid(), signal.SIGINT)
     interrupts.uninstall()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+    # A run inside a run (pytester) that ends leaves the outer one stoppable.
+    interrupts.install()
+    interrupts.install()
+    interrupts.ending("inner run ending")
+    interrupts.uninstall()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise AssertionError("the outer run could no longer be stopped")
+    interrupts.uninstall()
 
     # A handler someone else set is left alone.
     signal.signal(signal.SIGTERM, custom)
@@ -266,3 +286,5 @@ def test_stop_requests_wait_for_a_shielded_block_and_others_handlers_are_kept(tm
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
     assert result.stderr.count("hparams: Ctrl-C: final") == 1  # said once, not twice
+    assert result.stderr.count("hparams: Ctrl-C: ending") == 1
+    assert "inner" not in result.stderr
