@@ -62,7 +62,8 @@ class Tolerance:
 
     def __str__(self) -> str:
         sign = "+" if self.lower_is_better else "-"
-        amount = f"{self.amount * 100:g}%" if self.relative else f"{self.amount:g}"
+        # Enough digits to read back as the same tolerance (:g kept six: 1000001 became 1e+06).
+        amount = f"{self.amount * 100:.12g}%" if self.relative else f"{self.amount:.15g}"
         return f"{self.metric}:{sign}{amount}"
 
 
