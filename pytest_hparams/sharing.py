@@ -126,11 +126,7 @@ class _ItemPeers(Peers):
             return False
         if test_name(other) != self.test:
             return False
-        mine = dict(self.item.callspec.indices)  # type: ignore[attr-defined]
-        theirs = dict(other.callspec.indices)  # type: ignore[attr-defined]
-        for indices in (mine, theirs):
-            indices.pop(PARAM, None)
-        return mine == theirs
+        return other_parameters(self.item) == other_parameters(other)
 
     def give(self, member: Member, call: int, shared: Shared) -> None:
         self.registry.shared[(member.key, call)] = shared
@@ -151,6 +147,14 @@ class _ItemPeers(Peers):
         self.registry.unshared.setdefault(
             self.test, f"an earlier item of this test did not call fit as its leader did "
                        f"({reason})")
+
+
+def other_parameters(item: pytest.Item) -> tuple[tuple[str, int], ...]:
+    """The item's parameters besides its configuration, as (name, identity of the value):
+    pytest gives every combination the very objects of its parametrize entries (the callspec's
+    indices no longer tell them apart: pytest renumbers direct parameters per combination)."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return tuple(sorted((name, id(value)) for name, value in params.items() if name != PARAM))
 
 
 def _skipped(item: pytest.Item) -> bool:
@@ -271,7 +275,8 @@ def _marker_seeds(item: pytest.Item) -> tuple[int, ...]:
 
 def _stack_key(item: pytest.Item, by_xdist_group: bool) -> tuple[Any, ...] | None:
     """What items must share to train in one stack, as far as collection can tell; None for an
-    item that will not share (not an hparams item, not vectorising, skipped)."""
+    item that will not share (not an hparams item, not vectorising, skipped, or training in
+    its own loop through ``hparams_trial``)."""
     spec = item_spec(item)
     if spec is None or not spec.marker.vectorize or _skipped(item):
         return None
@@ -279,8 +284,6 @@ def _stack_key(item: pytest.Item, by_xdist_group: bool) -> tuple[Any, ...] | Non
         return None  # the test records its own loop: it never trains a stack of fit's
     from .training.optim import FAMILIES  # only now: this loads torch, which the item will use
 
-    indices = dict(item.callspec.indices)  # type: ignore[attr-defined]
-    indices.pop(PARAM, None)
     values = spec.config.values
     optimizer = values.get("optimizer")
     group = None
@@ -288,7 +291,7 @@ def _stack_key(item: pytest.Item, by_xdist_group: bool) -> tuple[Any, ...] | Non
         names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
                         for m in item.iter_markers("xdist_group")})
         group = "_".join(names) or None
-    return (test_name(item), id(spec.marker), tuple(sorted(indices.items())),
+    return (test_name(item), id(spec.marker), other_parameters(item),
             repr(values.get("batch_size")), FAMILIES.get(optimizer, repr(optimizer)), group)
 
 

@@ -9,11 +9,11 @@ value a worker needs from the controller travels in ``workerinput``, set by the 
 
 The controller does not collect: it learns the tests from the node ids each worker sends when
 its collection finishes. When the controller's scheduler deals stacks in chunks
-(``xdist_scheduling``), each worker names an item's chunk in that list only, as a suffix, the
-way xdist's own ``--dist loadgroup`` names an ``xdist_group``; unlike loadgroup's, the suffix is
-gone from the item again before it runs, so reports, ``--lf``/``--sw`` cache keys, the JSON and
-the tables keep the node ids of a run without xdist. Everything goes through xdist's channel,
-so this works with ``--tx`` to other hosts as with ``-n``.
+(``xdist_scheduling``), each worker names an item's chunk in that list, as a suffix, the way
+xdist's own ``--dist loadgroup`` names an ``xdist_group``; unlike loadgroup's, the suffix is on
+the ids of that one message only, never on the items, so reports, ``--lf``/``--sw`` cache keys,
+the JSON and the tables keep the node ids of a run without xdist. Everything goes through
+xdist's channel, so this works with ``--tx`` to other hosts as with ``-n``.
 """
 
 from __future__ import annotations

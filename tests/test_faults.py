@@ -58,10 +58,11 @@ def loss_for(fault):
 
 
 @pytest.mark.hparams(fault=["none", "oom", "oom-seed-0", "nan", "inf", "error", "after"],
-                     seeds=2, epochs=3)
+                     seeds=2, epochs=3, vectorize=False)
 def test_faults(hparams):
     # oom-seed-0 reads the global seed in forward(): only the sequential loop sets it per seed
-    # (stacked training's own out-of-memory splitting is tested in test_vectorized.py).
+    # (stacked training's own out-of-memory splitting is tested in test_vectorized.py). On the
+    # marker, vectorize=False also lets xdist deal the items one by one rather than as a stack.
     fit(lambda: Faulty(hparams.fault), (X, Y), None, hparams, loss_fn=loss_for(hparams.fault),
         vectorize=False)
 """

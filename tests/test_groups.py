@@ -68,6 +68,19 @@ def test_the_first_item_trains_its_group_and_the_others_take_their_runs(pytester
     assert len({str(_runs(t)) for t in trials.values()}) == 6
 
 
+def test_items_with_the_same_other_parameters_share_a_stack(pytester):
+    body = FIT.replace("hparams, test", "hparams, epochs=width, test")
+    pytester.makepyfile(test_grid=GRID.format(body=body, options="").replace(
+        "@pytest.mark.hparams", '@pytest.mark.parametrize("width", [1, 2])\n@pytest.mark.hparams'
+    ).replace("def test_grid(hparams):", "def test_grid(hparams, width):").replace(
+        ", epochs=2", ""))
+    outcome, trials = _run(pytester)
+    outcome.assert_outcomes(passed=12)
+    for nodeid, notes in _notes(trials).items():
+        assert "12 runs (6 configurations × 2 seeds) trained together" in notes, nodeid
+    assert {len(t.runs[0].history) for t in trials.values()} == {1, 2}
+
+
 def test_results_do_not_depend_on_the_group(pytester):
     """-k one configuration, --hparams-vectorize-memory forcing a chunk per run, and
     sequential training all give each configuration the same runs (the sequential loop's

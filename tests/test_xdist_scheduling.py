@@ -209,3 +209,69 @@ def test_taking_units_keeps_chunks_whole_and_the_order_otherwise():
     assert take_whole([0, 1, 2, 3, 4], 2, units) == [0, 1, 2]  # larger than asked, still whole
     assert take_whole([3, 4, 0, 1, 2], 4, units) == [3, 4]  # the chunk would not fit beside
     assert take_whole([5, 6, 7], 2, {}) == [5, 6]
+
+
+# --------------------------------------------------------------------------- which items share
+
+PLANNED = """
+import pytest
+
+@pytest.mark.hparams(lr=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], batch_size=[32, 64],
+                     optimizer=["sgd", "momentum", "adam"], seeds=2)
+def test_grid(hparams):
+    pass
+
+@pytest.mark.parametrize("width", [4, 8])
+@pytest.mark.hparams(lr=[0.1, 0.2, 0.3, 0.4], seeds=2)
+def test_widths(hparams, width):
+    pass
+
+@pytest.mark.hparams(lr=[0.1, 0.2, 0.3], vectorize=False)
+def test_apart(hparams):
+    pass
+
+@pytest.mark.hparams(lr=[0.1, 0.2, 0.3])
+def test_own_loop(hparams, hparams_trial):
+    pass
+
+@pytest.mark.xdist_group("gpu")
+@pytest.mark.hparams(lr=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], seeds=2)
+def test_grouped(hparams):
+    pass
+
+@pytest.mark.hparams(lr=[0.1, 0.2], marks=lambda h: pytest.mark.skip("no") if h.lr > 0.1 else ())
+def test_skips(hparams):
+    pass
+"""
+
+
+def _chunked(items: list[pytest.Item], workers: int, by_group: bool) -> list[list[str]]:
+    from pytest_hparams.sharing import plan_xdist_chunks
+
+    plan = plan_xdist_chunks(items, workers=workers, min_runs=8, by_xdist_group=by_group)
+    members: dict[str, list[str]] = {}
+    for nodeid, chunk in plan.items():
+        assert chunk.pinned == (by_group and "test_grouped" in nodeid)
+        members.setdefault(chunk.key, []).append(nodeid.split("::")[1])
+    return sorted(members.values())
+
+
+def test_chunks_hold_what_can_share_a_stack(pytester):
+    items = pytester.getitems(PLANNED)
+    # One worker: every stack is one chunk, so the chunks are the stacks.
+    chunks = _chunked(items, workers=1, by_group=False)
+    # Not chunked: vectorize=False, an own loop, a skipped configuration.
+    named = [n for chunk in chunks for n in chunk]
+    assert not [n for n in named if n.startswith(("test_apart", "test_own_loop"))]
+    assert [n for n in named if n.startswith("test_skips")] == ["test_skips[lr=0.1]"]
+    # A stack per batch size and optimiser family (sgd and momentum step together).
+    grid = [c for c in chunks if c[0].startswith("test_grid")]
+    assert sorted(map(len, grid)) == [8, 8, 16, 16]
+    assert all(len({("batch_size=32" in n, "adam" in n) for n in c}) == 1 for c in grid)
+    # A stack per value of the test's other parameter.
+    widths = [c for c in chunks if c[0].startswith("test_widths")]
+    assert sorted(sorted(n[-2:] for n in c) for c in widths) == [["4]"] * 4, ["8]"] * 4]
+    # Two workers and one stack of 16 runs: halved, except an xdist_group under loadgroup.
+    grouped = [item for item in items if "test_grouped" in item.nodeid]
+    assert sorted(map(len, _chunked(grouped, workers=2, by_group=False))) == [4, 4]
+    assert sorted(map(len, _chunked(grouped, workers=2, by_group=True))) == [8]
