@@ -553,6 +553,10 @@ _TRIAL_FIELDS: dict[str, _Check] = {
     "notes": (_list_of(_text), "a list of text"),
     "tolerance": (_tolerances, "an object of metric: tolerance (such as \"accuracy:-0.01\") "
                                "or null"),
+    "seed_design": (lambda v: isinstance(v, dict) and (
+        "looks" not in v or _list_of(_integer)(v["looks"])) and (
+        "alpha" not in v or _number(v["alpha"])),
+        "an object (the seeds on demand: looks, a list of integers; alpha, a number)"),
 }
 
 _RUN_FIELDS: dict[str, _Check] = {
