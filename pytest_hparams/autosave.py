@@ -53,8 +53,8 @@ class Autosave:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-        with self._writing:
-            pass
+        self._writing.acquire()  # blocks until a write in progress on the timer thread ends
+        self._writing.release()
 
     def _scheduled(self) -> None:
         with self._state:
