@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 import pytest_hparams
 from pytest_hparams import ResultsFileError, RunFile, SeedRun, TrialResult, read_run
 from pytest_hparams.report import render_tables, results_frame
+from tests.conftest import json_paths
 
 
 class _Payload:
@@ -110,17 +111,7 @@ _json = st.recursive(
 )
 
 
-def _paths(value, prefix=()):
-    yield prefix
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from _paths(item, (*prefix, key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _paths(item, (*prefix, index))
-
-
-_PATHS = [p for p in _paths(_valid_document()) if p]
+_PATHS = [p for p in json_paths(_valid_document()) if p]
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

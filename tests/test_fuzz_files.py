@@ -33,6 +33,7 @@ from pytest_hparams.report import (
     write_markdown,
 )
 from pytest_hparams.runfile import journal_path, json_text, trial_text, write_run
+from tests.conftest import json_paths
 
 RULES = [parse_tolerance("accuracy:-0.01"), parse_tolerance("loss:+5%"),
          parse_tolerance("epochs_to_target:+2"), parse_tolerance("time:+50%")]
@@ -86,17 +87,7 @@ def _valid_document() -> dict:
     return document
 
 
-def _paths(value, prefix=()):
-    yield prefix
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from _paths(item, (*prefix, key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _paths(item, (*prefix, index))
-
-
-_PATHS = [p for p in _paths(_valid_document()) if p]
+_PATHS = [p for p in json_paths(_valid_document()) if p]
 
 
 def _value_at(document, path):
