@@ -1,15 +1,22 @@
 """Small real datasets that ship inside installed packages, and image augmentations.
 
 Nothing here downloads: the datasets are scikit-learn's bundled copies (``pip install
-pytest-hparams[data]``), split with a fixed seed into train, validation and test.
+pytest-hparams[data]``), read from its package folder as its loaders read them (importing
+scikit-learn would cost every test process over a second), split with a fixed seed into train,
+validation and test.
 """
 
 from __future__ import annotations
 
+import csv
+import gzip
+import importlib.util
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -35,11 +42,40 @@ def _sklearn() -> object:
     try:
         import sklearn.datasets
     except ImportError as exc:
-        raise ImportError(
-            "pytest_hparams.data needs scikit-learn for its bundled datasets: "
-            "pip install 'pytest-hparams[data]'"
-        ) from exc
+        raise ImportError(_NO_SKLEARN) from exc
     return sklearn.datasets
+
+
+_NO_SKLEARN = ("pytest_hparams.data needs scikit-learn for its bundled datasets: "
+               "pip install 'pytest-hparams[data]'")
+
+
+def _bundled(name: str, loader: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(data, target)`` of the csv file ``name`` that scikit-learn ships, read as its
+    ``loader`` reads it, without importing scikit-learn (over a second, most of it scipy): the
+    file is found from the package's location. A scikit-learn that keeps its files elsewhere
+    is asked through ``loader`` instead."""
+    spec = importlib.util.find_spec("sklearn")  # a top-level package: found, not imported
+    if spec is None:
+        raise ImportError(_NO_SKLEARN)
+    folders = spec.submodule_search_locations or ()
+    path = next((Path(folder, "datasets", "data", name) for folder in folders
+                 if Path(folder, "datasets", "data", name).is_file()), None)
+    if path is None:
+        bunch = getattr(_sklearn(), loader)()
+        return bunch.data, bunch.target
+    if name.endswith(".gz"):  # sklearn's load_gzip_compressed_csv_data: no header
+        with gzip.open(path, "rt") as file:
+            table = np.loadtxt(file, delimiter=",")
+        return table[:, :-1], table[:, -1].astype(int, copy=False)
+    with open(path, newline="") as file:  # sklearn's load_csv_data: a header line, then rows
+        rows = csv.reader(file)
+        samples, features = (int(x) for x in next(rows)[:2])
+        data, target = np.empty((samples, features)), np.empty((samples,), dtype=int)
+        for i, row in enumerate(rows):
+            data[i] = np.asarray(row[:-1], dtype=np.float64)
+            target[i] = np.asarray(row[-1], dtype=int)
+    return data, target
 
 
 def _split(name: str, inputs: torch.Tensor, labels: torch.Tensor, seed: int,
@@ -58,20 +94,20 @@ def digits(*, images: bool = False, seed: int = 0, val_fraction: float = 0.2,
 
     Inputs are flat (N, 64), or (N, 1, 8, 8) with ``images=True`` for convolutional models.
     """
-    bunch = _sklearn().load_digits()
-    inputs = torch.tensor(bunch.data, dtype=torch.float32) / 16.0
+    data, target = _bundled("digits.csv.gz", "load_digits")
+    inputs = torch.tensor(data, dtype=torch.float32) / 16.0
     if images:
         inputs = inputs.reshape(-1, 1, 8, 8)
-    labels = torch.tensor(bunch.target, dtype=torch.long)
+    labels = torch.tensor(target, dtype=torch.long)
     return _split("digits", inputs, labels, seed, val_fraction, test_fraction)
 
 
 def breast_cancer(*, seed: int = 0, val_fraction: float = 0.2, test_fraction: float = 0.2) -> Split:
     """scikit-learn's 569 real breast-cancer biopsies (30 features, 2 classes), standardised
     with the training split's mean and spread."""
-    bunch = _sklearn().load_breast_cancer()
-    inputs = torch.tensor(bunch.data, dtype=torch.float32)
-    labels = torch.tensor(bunch.target, dtype=torch.long)
+    data, target = _bundled("breast_cancer.csv", "load_breast_cancer")
+    inputs = torch.tensor(data, dtype=torch.float32)
+    labels = torch.tensor(target, dtype=torch.long)
     split = _split("breast_cancer", inputs, labels, seed, val_fraction, test_fraction)
     mean, std = split.train[0].mean(0), split.train[0].std(0).clamp_min(1e-8)
 

@@ -1,6 +1,9 @@
 """The bundled datasets, the augmentations and the reference models."""
 
+import importlib.machinery
+import importlib.util
 import math
+import subprocess
 import sys
 
 import pytest
@@ -10,6 +13,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from pytest_hparams import MLP, SmallCNN, augmentation, breast_cancer, digits, initialise
+from pytest_hparams import data as data_module
 from pytest_hparams.data import flip, noise, rotation, shift
 from pytest_hparams.models import ACTIVATIONS
 from pytest_hparams.space import format_value
@@ -75,8 +79,43 @@ def test_any_split_covers_every_example_once(seed, val, test):
     assert int(labels.sum()) == 357  # the benign count of the whole dataset
 
 
-def test_a_missing_scikit_learn_says_what_to_install(monkeypatch):
-    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
+def test_the_bundled_files_read_as_scikit_learns_own_loaders_read_them():
+    sklearn_datasets = pytest.importorskip("sklearn.datasets")
+    for name, loader in (("digits.csv.gz", "load_digits"),
+                         ("breast_cancer.csv", "load_breast_cancer")):
+        data, target = data_module._bundled(name, loader)
+        bunch = getattr(sklearn_datasets, loader)()
+        assert data.dtype == bunch.data.dtype and target.dtype == bunch.target.dtype
+        assert (data == bunch.data).all() and (target == bunch.target).all()
+
+
+def test_loading_a_dataset_leaves_scikit_learn_unimported():
+    code = ("import sys; from pytest_hparams.data import digits, breast_cancer; "
+            "digits(); breast_cancer(); print(sorted(m for m in sys.modules "
+            "if m.split('.')[0] in ('sklearn', 'scipy')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_a_scikit_learn_that_keeps_its_files_elsewhere_is_asked_through_its_loader(
+        monkeypatch, tmp_path, split):
+    pytest.importorskip("sklearn.datasets")
+    elsewhere = importlib.machinery.ModuleSpec("sklearn", None, is_package=True)
+    elsewhere.submodule_search_locations = [str(tmp_path)]
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: elsewhere)
+    again = digits()
+    assert torch.equal(again.train[0], split.train[0])
+    assert torch.equal(again.test[1], split.test[1])
+
+
+@pytest.mark.parametrize("missing", ["sklearn", "sklearn.datasets"])
+def test_a_missing_scikit_learn_says_what_to_install(monkeypatch, missing):
+    monkeypatch.setitem(sys.modules, missing, None)
+    if missing == "sklearn.datasets":  # found, but its files are not where they were
+        elsewhere = importlib.machinery.ModuleSpec("sklearn", None, is_package=True)
+        elsewhere.submodule_search_locations = []
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name: elsewhere)
     with pytest.raises(ImportError, match=r"pip install 'pytest-hparams\[data\]'"):
         digits()
 

@@ -68,7 +68,6 @@ def fit(
         refuse_own_training_logic(model)
     if "batch_size" in hparams or "batch_size" in settings:
         train = apply_batch_size(train, config.batch_size, "train")
-    _load_optimizer_machinery()
     train_source = Source.of(train, "train", device)
     val_source = Source.of(val, "val", device) if val is not None else train_source
     test_source = Source.of(test, "test", device) if test is not None else None
@@ -77,6 +76,7 @@ def fit(
                            device=device, target=target, stop_at_target=stop_at_target,
                            loss_fn=loss_fn, settings=settings, vectorize=vectorize)
     if fallback is not None:
+        _load_optimizer_machinery()
         train_seeds(lambda seed: fallback.model(seed, lambda: build_model(model, hparams),
                                                 device),
                     sources, config, recorder, seeds, device=device, target=target,
@@ -86,7 +86,8 @@ def fit(
 
 @functools.cache
 def _load_optimizer_machinery() -> None:
-    """The first optimiser a process builds imports torch's compiler stack (over a second on
-    a small CPU); do it once here so that no trial's timings include it."""
+    """The first ``torch.optim`` optimiser a process builds imports torch's compiler stack
+    (over a second on a small CPU); do it once here so that no trial's timings include it. A
+    stacked fit has its own optimisers (``training.optim``) and never pays for it."""
     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
 
