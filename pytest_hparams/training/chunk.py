@@ -228,8 +228,13 @@ def stacked_loss(module: nn.Module, loss_fn: LossFn | None, weights: list[str], 
         if loss_fn is not None:
             loss = loss_fn(outputs, labels)
         else:
-            log_probs = F.log_softmax(outputs, 1 if outputs.ndim > 1 else 0)
-            loss = F.nll_loss(log_probs, labels)
+            classes = 1 if outputs.ndim > 1 else 0
+            log_probs = F.log_softmax(outputs, classes)
+            # F.nll_loss as torch decomposes it under vmap, without the decomposition's
+            # shape check, whose first call imports torch's symbolic shapes (sympy, half a
+            # second): the same operations in the same order, so the same numbers.
+            picked = -log_probs.gather(classes, labels.unsqueeze(classes)).squeeze(classes)
+            loss = picked.sum() / labels.numel() if classes else picked
             if smoothing:
                 # torch's label smoothing: (1 - e) * nll + mean(-sum log p) * e / classes
                 smooth = -log_probs.sum(1 if outputs.ndim > 1 else 0).mean()
