@@ -94,7 +94,15 @@ class HParamsSession:
             self.results.add(trial, self._environment_line)
 
     def _environment_line(self) -> str:
-        return json_text({"environment": self.environment, "device": str(self.device)})
+        return json_text({"environment": self.environment, "device": self.run_device()})
+
+    def run_device(self) -> str:
+        """Where the run trained: its trials' devices (``cuda:0, cuda:1``); without one, this
+        process's. An xdist controller trains nothing and never chooses a device (nor imports
+        torch, over a second, to do so): its trials name theirs."""
+        with self._lock:
+            devices = sorted({t.device for t in self.trials.values() if t.device})
+        return ", ".join(devices) if devices else str(self.device)
 
     def set_collection_order(self, nodeids: list[str]) -> None:
         """The order pytest collected the items in (xdist workers finish them in any order)."""
@@ -112,7 +120,7 @@ class HParamsSession:
 
     def run_file(self) -> RunFile:
         return RunFile(self.ordered_trials(), self.created, self.environment,
-                       {"device": str(self.device), "run_id": self.run_id})
+                       {"device": self.run_device(), "run_id": self.run_id})
 
     def finish(self) -> list[Path]:
         """Write every output file; return the paths written. A Ctrl-C meanwhile waits for them;

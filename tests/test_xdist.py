@@ -437,3 +437,28 @@ def test_header_without_xdist_is_unchanged(pytester):
     result.stdout.fnmatch_lines(["hparams: device cpu, torch *, * torch thread* (*)"])
     assert not re.search(r"xdist workers", result.stdout.str())
 
+
+
+def test_the_controller_writes_every_file_without_importing_torch(pytester):
+    """It trains nothing: the files name the devices its workers trained on and the torch
+    build read from torch's version file, and it never pays for importing torch."""
+    pytester.makepyfile(test_grid=GRID)
+    pytester.makeconftest("""
+import sys
+
+def pytest_unconfigure(config):
+    if not hasattr(config, "workerinput"):
+        with open("controller.txt", "w") as file:
+            file.write(str("torch" in sys.modules))
+""")
+    result, trials = _run(pytester, "-n", "2", "--hparams-threads", "1", "--hparams-save=x",
+                          subprocess=True)
+    result.assert_outcomes(passed=15, failed=1, skipped=1, xfailed=1)
+    assert (pytester.path / "controller.txt").read_text() == "False"
+    import torch
+
+    saved = json.loads(next((pytester.path / ".hparams").rglob("*_x.json")).read_text())
+    assert saved["environment"]["torch"] == torch.__version__
+    assert saved["environment"]["cuda"] == torch.version.cuda
+    assert saved["device"] == "cpu"
+    assert {t["device"] for t in trials} == {"cpu"}

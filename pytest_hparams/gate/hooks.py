@@ -412,7 +412,7 @@ class _GateHooks:
         hparams = self.session
         settings = self.settings
         if settings.baseline is not None:
-            environment = {**hparams.environment, "device": str(hparams.device)}
+            environment = {**hparams.environment, "device": hparams.run_device()}
             self.comparison = compare_runs(settings.baseline, hparams.ordered_trials(),
                                            settings.rules, settings.alpha,
                                            environment=environment,
