@@ -32,7 +32,6 @@ from .items import (
 from .marker import merge_markers, parse_marker
 from .outputs import FINAL_NOTICE
 from .placement import check_options, describe, device_chosen
-from .plots import check_matplotlib
 from .recording import (
     TrialRecorder,
     crashed_trial,
@@ -41,7 +40,6 @@ from .recording import (
     recording_into,
     settle_sweep_rows,
 )
-from .report import TABLE_WIDTH, render_tables
 from .session import SESSION_KEY, HParamsSession
 from .sharing import add_options as add_sharing_options
 from .sharing import configure as configure_sharing
@@ -113,6 +111,8 @@ def pytest_configure(config: pytest.Config) -> None:
     _max_trials(config)
     if config.getoption("hparams_plot") and not is_worker(config):
         try:
+            from .plots import check_matplotlib
+
             check_matplotlib()
         except HParamsError as exc:
             raise pytest.UsageError(f"--hparams-plot: {exc}") from None
@@ -385,6 +385,8 @@ class _SessionHooks:
             return
         with interrupts.shielded(final=True):  # a second Ctrl-C cannot cut the table short
             if hparams.trials and not hparams.config.getoption("hparams_no_table"):
+                from .report import TABLE_WIDTH, render_tables  # here: only runs with trials
+
                 width = TABLE_WIDTH
                 if terminalreporter.isatty:
                     width = max(60, min(width, terminalreporter._tw.fullwidth))

@@ -13,9 +13,7 @@ import pytest
 from .interrupts import shielded
 from .outputs import FINAL_NOTICE, Outputs, ResultsFile, check_outputs, failure_text
 from .placement import Placement, place_process
-from .plots import plot_curves
 from .progress import LiveProgress
-from .report import write_csv, write_markdown
 from .runfile import RunFile, environment_info, json_text
 from .trial import TrialResult
 from .xdist import is_worker
@@ -132,17 +130,22 @@ class HParamsSession:
                     written.append(self.results.path)
                 self.errors += self.results.errors
             trials = self.ordered_trials()
-            for path, write in ((self.outputs.csv, write_csv),
-                                (self.outputs.markdown, write_markdown)):
+            for path, writer in ((self.outputs.csv, "write_csv"),
+                                 (self.outputs.markdown, "write_markdown")):
                 if path is not None:
                     try:
-                        write(trials, path)
+                        # loaded only to write a file: a run without one never pays for them
+                        from . import report
+
+                        getattr(report, writer)(trials, path)
                     except Exception as exc:  # the other files, the table and a save go on
                         self.errors.append(f"could not write {path}: {failure_text(exc)}")
                     else:
                         written.append(path)
             if self.outputs.plots:
                 try:
+                    from .plots import plot_curves
+
                     written.extend(plot_curves(trials, self.outputs.plots))
                 except Exception as exc:
                     self.errors.append(f"could not draw the plots into {self.outputs.plots}: "

@@ -20,11 +20,12 @@ accumulate. A test that trains seeds of its own choosing (not ``hparams.seeds`` 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -34,7 +35,6 @@ from ..hparams import HParams
 from ..items import item_recorder, item_recorders, item_spec, test_name
 from ..outputs import FINAL_NOTICE, check_writable, failure_text
 from ..recording import TrialRecorder, recording_into
-from ..report import markdown_tables
 from ..runfile import RunFile, read_run, write_run
 from ..saved_runs import DEFAULT_STORAGE, check_save_name, resolve_baseline, save_run
 from ..session import SESSION_KEY, HParamsSession
@@ -47,7 +47,6 @@ from .options import (
     correction_option,
     seeds_option,
 )
-from .tables import append_markdown, markdown_comparison, render_comparison
 from .tolerance import (
     DEFAULT_ALPHA,
     DEFAULT_FAIL,
@@ -58,7 +57,9 @@ from .tolerance import (
     tolerance_option,
 )
 from .values import check_metrics, metric_values, recorded_metrics, run_seeds
-from .verdicts import BaselineIndex, Comparison, ConfigComparison, compare_runs, compare_trial
+
+if TYPE_CHECKING:  # the verdicts load when a run has a baseline to judge against
+    from .verdicts import BaselineIndex, Comparison, ConfigComparison
 
 _WORKER_BASELINE = "hparams_baseline"
 
@@ -227,9 +228,16 @@ class _GateHooks:
         self.comparison: Comparison | None = None
         self.saved: Path | None = None
         self.errors: list[str] = []  # a save or a Markdown file that could not be written
-        self.index = BaselineIndex(settings.baseline.trials if settings.baseline else [])
         self.planned: int | None = None
         self.passed_but_regressed: list[str] = []
+
+    @functools.cached_property
+    def index(self) -> BaselineIndex:
+        """The baseline's trials by node id and by hyperparameters."""
+        from .verdicts import BaselineIndex
+
+        baseline = self.settings.baseline
+        return BaselineIndex(baseline.trials if baseline is not None else [])
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Iterator[None]:
@@ -377,6 +385,8 @@ class _GateHooks:
 
     def _compare(self, item: pytest.Item, before: TrialResult | None,
                  trial: TrialResult) -> ConfigComparison:
+        from .verdicts import compare_trial
+
         settings = self.settings
         family = self._planned_tests(item) if settings.correction != "none" else 1
         return compare_trial(before, trial, settings.rules, settings.alpha,
@@ -411,6 +421,11 @@ class _GateHooks:
     def _finish(self, exitstatus: int) -> None:
         hparams = self.session
         settings = self.settings
+        # The renderings load here, when there is something to render: a run without hparams
+        # tests never pays for them, nor for the report's tables they use.
+        from .tables import markdown_comparison
+        from .verdicts import compare_runs
+
         if settings.baseline is not None:
             environment = {**hparams.environment, "device": hparams.run_device()}
             self.comparison = compare_runs(settings.baseline, hparams.ordered_trials(),
@@ -424,6 +439,8 @@ class _GateHooks:
                 self._append(hparams.outputs.markdown, markdown_comparison(self.comparison))
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
         if summary and (self.comparison is not None or hparams.outputs.markdown is not None):
+            from ..report import markdown_tables
+
             text = markdown_comparison(self.comparison) if self.comparison is not None else ""
             text += "\n## Results\n\n" + markdown_tables(hparams.ordered_trials())
             self._append(summary, text)
@@ -442,6 +459,8 @@ class _GateHooks:
 
     def _append(self, path: str | Path, text: str) -> None:
         try:
+            from .tables import append_markdown
+
             append_markdown(path, text)
         except OSError as exc:
             self.errors.append(f"could not write the comparison to {path}: {failure_text(exc)}")
@@ -455,6 +474,8 @@ class _GateHooks:
                 terminalreporter.write_sep("=", "hyperparameter baseline comparison",
                                            red=self.comparison.failed,
                                            green=not self.comparison.failed)
+                from .tables import render_comparison  # here: only a run with a comparison
+
                 terminalreporter.write_line(render_comparison(self.comparison))
                 self._report_passed_but_regressed(terminalreporter)
             if self.saved is not None:
