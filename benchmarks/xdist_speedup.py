@@ -35,7 +35,9 @@ hparams test of one epoch, ``-n N`` against ``-n 0``.
 ``--chunk-sizes`` trains, in this process with one torch thread (as each of two workers on 2
 cores has), stacks of 1, 2, 4, 8 and 16 configurations × 2 seeds of the digits MLP and prints
 the seconds per stack and per run: below some size a stack costs as much as a larger one, so
-splitting it further across workers gains nothing.
+splitting it further across workers gains nothing. It then trains the 16 as one stack with
+torch's own thread count, as ``-n 0`` does: that over one chunk of 8 is the most two workers
+can gain on training.
 
 On a machine shared with other work the figures move: the script prints the load average and
 how many cores' worth of work two busy processes got before and after; read the ratios, not the
@@ -180,6 +182,7 @@ def chunk_sizes(epochs: int, repeats: int) -> None:
 
     from pytest_hparams import MLP, digits, sweep
 
+    default_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     data = digits()
 
@@ -206,6 +209,14 @@ def chunk_sizes(epochs: int, repeats: int) -> None:
         median = statistics.median(times[k])
         print(f"{k:>3} {2 * k:>5} {median:>12.3f} {median / k / 2:>10.4f} "
               f"{median / k / largest:>15.2f}x")
+    # What -n 0 does with the same 16: one stack, torch's own threads. Two workers' chunks of
+    # 8 side by side cannot beat it by more than this ratio, whatever the scheduling.
+    torch.set_num_threads(default_threads)
+    together = statistics.median(run(16) for _ in range(repeats))
+    print(f"K=16 with torch's {default_threads} threads (as -n 0 trains it): {together:.3f} s; "
+          f"against one chunk of 8 with 1 thread ({statistics.median(times[8]):.3f} s), "
+          f"{together / statistics.median(times[8]):.2f}x: the most two workers can gain on "
+          f"training, before their start-up")
 
 
 def main() -> None:
