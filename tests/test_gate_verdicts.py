@@ -187,6 +187,22 @@ def test_a_configuration_whose_runs_now_diverge_regresses_whatever_its_metrics_s
     assert "status" in table and "3 of 3 stopped" in table and "REGRESSED †" in table
 
 
+def test_labels_reasons_and_names_from_tests_and_files_cannot_drive_the_terminal():
+    """A label, a reason or a test name holding control characters (a parametrisation, an
+    edited baseline) is shown escaped in the terminal and in Markdown, never as itself."""
+    evil = "\x1b[2J\x1b[31mred\nnext"
+    fields = {"test": f"t.py::test_{evil}", "hparams": {"lr": evil}, "config_id": f"lr={evil}"}
+    before = trial([0.955, 0.95, 0.96], **fields)
+    now = trial([0.955, 0.95, 0.96], statuses=["diverged"] * 3, **fields)
+    for run in now.runs:
+        run.reason = f"loss became inf {evil}"
+    comparison = compare_runs(RunFile([before]), [now], [ACCURACY])
+    for text in (render_comparison(comparison), markdown_comparison(comparison)):
+        assert "\x1b" not in text and "red\nnext" not in text
+        assert "\\x1b[31mred\\nnext" in text
+        assert "REGRESSED" in text
+
+
 def test_only_a_worse_status_counts_and_interrupted_runs_are_not_the_models_fault():
     flaky = trial(BASE[:3], statuses=["ok", "diverged", "ok"])
     assert status_changes(flaky, trial(BASE[:3], statuses=["ok", "diverged", "ok"])) == []

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from ..report import varied_keys
+from ..report import printable, varied_keys
 from ..trial import TrialResult
 from .metric_verdict import MetricComparison, format_adjusted, format_p, inconclusive_advice
 from .verdicts import Comparison, ConfigComparison, status_summary
@@ -126,8 +126,8 @@ def build_comparison_table(test: str, configs: list[ConfigComparison],
     rows: list[list[str]] = []
     notes: list[str] = []
     for config in configs:
-        label = ([_clip(config.trial.label(k)) for k in keys] if keys
-                 else [_clip(config.config_id)])
+        label = ([_clip(printable(config.trial.label(k))) for k in keys] if keys
+                 else [_clip(printable(config.config_id))])
         if not config.metrics and not config.status_changes:
             empty = ["-"] * (len(headers) - len(label) - 1)
             rows.append([*label, *empty, config.verdict])
@@ -159,7 +159,10 @@ def build_comparison_table(test: str, configs: list[ConfigComparison],
     if not show_metric and metrics:
         rule = next(m.tolerance for c in configs for m in c.metrics)
         title += f", {rule.metric} (tolerance {rule})"
-    return ComparisonTable(test, title, headers, rows, notes)
+    # labels, reasons and names come from tests and files: none may move the cursor, recolour
+    # the terminal or break a row
+    return ComparisonTable(test, printable(title), headers, rows,
+                           [printable(note) for note in notes])
 
 
 def _status_row(label: list[str], config: ConfigComparison, width: int) -> list[str]:
@@ -201,13 +204,13 @@ def comparison_tables(comparison: Comparison) -> list[ComparisonTable]:
 
 def render_comparison(comparison: Comparison) -> str:
     """The comparison for the terminal: header, one table per test, the verdict line."""
-    parts = ["\n".join(header_lines(comparison))]
+    parts = ["\n".join(printable(line) for line in header_lines(comparison))]
     for table in comparison_tables(comparison):
         text = tabulate(table.rows, headers=table.headers, tablefmt="simple",
                         disable_numparse=True)
         parts.append("\n".join([table.title, text, *table.notes]))
     if comparison.tests_not_run:
-        shown = ", ".join(comparison.tests_not_run[:5])
+        shown = ", ".join(printable(test) for test in comparison.tests_not_run[:5])
         more = len(comparison.tests_not_run) - 5
         parts.append(f"not run now (deselected or removed): {shown}"
                      + (f" and {more} more" if more > 0 else ""))
@@ -219,7 +222,7 @@ def markdown_comparison(comparison: Comparison, heading: str = "##") -> str:
     """The comparison as GitHub Markdown, for ``--hparams-markdown`` and the step summary."""
     icon = "❌" if comparison.failed else "✅"
     lines = [f"{heading} {icon} Baseline comparison: {verdict_line(comparison)}", ""]
-    lines += [f"- {line}" for line in header_lines(comparison)]
+    lines += [f"- {printable(line)}" for line in header_lines(comparison)]
     for table in comparison_tables(comparison):
         headers = [h.replace("\n", " ") for h in table.headers]
         rows = [[cell.replace("|", "\\|") for cell in row] for row in table.rows]
@@ -229,7 +232,7 @@ def markdown_comparison(comparison: Comparison, heading: str = "##") -> str:
             lines += [""] + [f"- {note}" for note in table.notes]
     if comparison.tests_not_run:
         lines += ["", "Not run now (deselected or removed): "
-                  + ", ".join(f"`{t}`" for t in comparison.tests_not_run)]
+                  + ", ".join(f"`{printable(t)}`" for t in comparison.tests_not_run)]
     return "\n".join(lines) + "\n"
 
 
