@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .metrics import MetricSummary, lower_is_better
@@ -31,6 +31,10 @@ class SeedRun:
     @property
     def reached_target(self) -> bool:
         return self.epochs_to_target is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The run as plain data, in containers of its own."""
+        return {f.name: _copied(getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SeedRun:
@@ -149,7 +153,12 @@ class TrialResult:
     # -- serialisation (JSON-ready apart from non-finite floats, which runfile.py handles)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        """The trial as plain data, in containers of its own. Not ``dataclasses.asdict``: its
+        deep copy of every history row took tens of milliseconds a trial, and it would copy a
+        hyperparameter value (a module, a tensor) only to replace it with its JSON form."""
+        data = {f.name: None if f.name in ("hparams", "runs") else _copied(getattr(self, f.name))
+                for f in fields(self)}
+        data["runs"] = [run.to_dict() for run in self.runs]
         data["hparams"] = {k: jsonable(v) for k, v in self.hparams.items()}
         data["status"] = self.status
         data["metrics"] = {name: s.as_dict() for name, s in self.metrics.items()}
@@ -161,6 +170,15 @@ class TrialResult:
         trial = cls(**{k: v for k, v in data.items() if k in known})
         trial.runs = [SeedRun.from_dict(r) for r in data.get("runs", [])]
         return trial
+
+
+def _copied(value: Any) -> Any:
+    """``value`` with its dicts and lists copied (the records hold plain data inside them)."""
+    if isinstance(value, dict):
+        return {k: _copied(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_copied(v) for v in value]
+    return value
 
 
 def jsonable(value: Any) -> Any:

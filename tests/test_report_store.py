@@ -1,5 +1,6 @@
 """Tables and run files from trial records, without running pytest."""
 
+import dataclasses
 import json
 import math
 
@@ -11,6 +12,7 @@ from pytest_hparams import (
     ResultsFileError,
     RunFile,
     SeedRun,
+    TrialResult,
     markdown_tables,
     read_run,
     render_tables,
@@ -111,6 +113,22 @@ def test_run_files_round_trip_with_nan_as_null(tmp_path):
     assert math.isnan(back.trials[0].runs[1].final["accuracy"])
     assert back.trials[0].runs[0].final == t.runs[0].final
     assert back.trials[0].config_id == "lr=0.1"
+
+
+def test_a_trial_as_data_is_a_copy_and_never_copies_a_hyperparameter_object():
+    """``to_dict`` hands out containers of its own, and a value that cannot be copied (a lock,
+    a generator, a module holding one) becomes its id text instead of failing the run."""
+    import threading
+
+    trial = lr_trial([SeedRun(0, final={"accuracy": 0.9}, history=[{"accuracy": 0.9}])],
+                     hparams={"lr": 0.1, "lock": threading.Lock()})
+    data = trial.to_dict()
+    assert data["hparams"]["lr"] == 0.1 and isinstance(data["hparams"]["lock"], str)
+    data["runs"][0]["history"][0]["accuracy"] = 0.0
+    data["axes"].append("width")
+    assert trial.runs[0].history[0]["accuracy"] == 0.9 and trial.axes == ["lr"]
+    assert [f for f in data] == [f.name for f in dataclasses.fields(TrialResult)] + [
+        "status", "metrics"]
 
 
 @pytest.mark.parametrize(
