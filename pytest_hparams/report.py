@@ -181,7 +181,7 @@ def build_table(test: str, trials: list[TrialResult], *, held_out: bool = True) 
     seeds = sorted({len(t.runs) for t in trials})
     seed_text = "/".join(str(s) for s in seeds) or "0"
     plural = "s" if len(trials) != 1 else ""
-    title = f"{len(trials)} configuration{plural} × {seed_text} seeds"
+    title = f"{len(trials)} configuration{plural} × {seed_text} seed{'' if seeds == [1] else 's'}"
     if has_target:
         target = next(t.target for t in trials if t.target)
         title += ", target " + ", ".join(

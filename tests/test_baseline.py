@@ -176,8 +176,8 @@ def test_one_seed_falls_back_to_the_tolerance_and_says_so(pytester, example):
     result.stdout.fnmatch_lines([
         "  test     tolerance only: 1 seed on one side, no spread to test against",
         "0.1 * 1→1 * -0.02 * - * REGRESSED †",
-        "† no test decided: one seed on a side, no spread over seeds, a value that is no longer "
-        "finite, or a run that now stops",
+        "† no test decided: no seed changed, one seed on a side, no spread over seeds, a value "
+        "that is no longer finite, or a run that now stops",
     ])
 
 

@@ -227,7 +227,7 @@ def test_keyboard_interrupt_keeps_every_finished_trial_and_prints_their_table(py
     assert result.ret == pytest.ExitCode.INTERRUPTED
     assert _finished(pytester.path / "run.json") == [0, 1, 2]
     result.stdout.fnmatch_lines([
-        "*hyperparameter comparison*", "*3 configurations × 1 seeds*",
+        "*hyperparameter comparison*", "*3 configurations × 1 seed*",
         "* 0 *passed", "* 1 *passed", "* 2 *passed", "hparams: wrote run.json",
         "*KeyboardInterrupt*",
     ])
@@ -297,7 +297,7 @@ def test_ctrl_c_to_a_running_pytest_finds_every_finished_trial_already_on_disk(p
     assert _finished(path) == finished
     assert "KeyboardInterrupt" in output
     table = output[output.index("hyperparameter comparison"):]
-    assert "6 configurations × 1 seeds" in table
+    assert "6 configurations × 1 seed" in table
     assert [line.lstrip(" *").split()[0] for line in table.splitlines()
             if line.strip().endswith("passed")] == [str(n) for n in finished]
 

@@ -137,7 +137,7 @@ def _check_complete(run: _Run, output: str) -> None:
     assert not journal_path(run.path).exists()
     assert "Traceback" not in output, output
     table = output[output.index("hyperparameter comparison"):]
-    assert "6 configurations × 1 seeds" in table
+    assert "6 configurations × 1 seed" in table
     assert f"hparams: wrote {run.path}" in output
 
 

@@ -226,7 +226,7 @@ def test_a_disk_that_fills_mid_run_is_said_once_and_the_run_and_table_go_on(pyte
     assert "INTERNALERROR" not in output and "Traceback" not in output, output
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, output
     assert "12 passed" in output
-    assert "12 configurations × 1 seeds" in output  # the table has every trial
+    assert "12 configurations × 1 seed" in output  # the table has every trial
     assert output.count("hparams: could not write run.json.journal: File too large; the run "
                         "goes on, the table will show every trial") == 1
     assert output.count("hparams: could not rewrite run.json: File too large") <= 1
@@ -244,7 +244,7 @@ def test_a_full_disk_at_the_end_exits_non_zero_with_the_table_and_no_internal_er
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert "INTERNALERROR" not in output
     result.stdout.fnmatch_lines(["*3 passed*"])
-    assert "3 configurations × 1 seeds" in output
+    assert "3 configurations × 1 seed" in output
     assert "hparams: could not write /dev/full: No space left on device" in output
 
 

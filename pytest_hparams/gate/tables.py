@@ -148,8 +148,8 @@ def build_comparison_table(test: str, configs: list[ConfigComparison],
                 notes.append(f"{config.config_id}: {metric.metric} {metric.method}")
         notes += [f"{config.config_id}: {note}" for note in config.notes]
     if any("†" in row[-1] for row in rows):
-        notes.append("† no test decided: one seed on a side, no spread over seeds, a value "
-                     "that is no longer finite, or a run that now stops")
+        notes.append("† no test decided: no seed changed, one seed on a side, no spread over "
+                     "seeds, a value that is no longer finite, or a run that now stops")
     inconclusive = [c for c in configs if c.verdict == "inconclusive"]
     if inconclusive:
         seeds = min(len(m.current) for c in inconclusive for m in c.metrics
