@@ -16,7 +16,7 @@ class HParams(Mapping[str, Any]):
     (``shadowed``), so ``hparams.name`` never means two things.
     """
 
-    __slots__ = ("_values", "axes", "id", "seeds")
+    __slots__ = ("_reads", "_values", "axes", "id", "seeds")
 
     def __init__(
         self,
@@ -30,11 +30,16 @@ class HParams(Mapping[str, Any]):
         object.__setattr__(self, "seeds", tuple(seeds))
         object.__setattr__(self, "id", id)
         object.__setattr__(self, "axes", tuple(axes))
+        object.__setattr__(self, "_reads", None)  # the keys read, where something asks (observe)
 
     def __getitem__(self, key: str) -> Any:
+        if self._reads is not None:
+            self._reads.add(key)
         return self._values[key]
 
     def __iter__(self) -> Iterator[str]:
+        if self._reads is not None:  # dict(hparams), **hparams, items(): every key handed on
+            self._reads.update(self._values)
         return iter(self._values)
 
     def __len__(self) -> int:
@@ -42,19 +47,23 @@ class HParams(Mapping[str, Any]):
 
     def __getattr__(self, name: str) -> Any:
         try:
-            return self._values[name]
+            value = self._values[name]
         except KeyError:
             have = ", ".join(self._values) or "none"
             raise AttributeError(
                 f"hparams has no {name!r} (it has: {have}); use hparams.get({name!r}, default)"
             ) from None
+        if self._reads is not None:
+            self._reads.add(name)
+        return value
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("hparams are read-only; copy them with dict(hparams) to change one")
 
     def with_seeds(self, seeds: tuple[int, ...] | list[int]) -> HParams:
         """The same configuration with other training seeds (the gate's seeds on demand)."""
-        return HParams(self._values, seeds=tuple(seeds), id=self.id, axes=self.axes)
+        return observe(HParams(self._values, seeds=tuple(seeds), id=self.id, axes=self.axes),
+                       self._reads)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (partial(HParams, seeds=self.seeds, id=self.id, axes=self.axes), (self._values,))
@@ -73,6 +82,27 @@ _OWN = {
     "axes": "the names of the axes that vary",
     "seeds": "the training seeds",
 }
+
+
+def observe(hparams: HParams, reads: set[str] | None) -> HParams:
+    """``hparams``, noting into ``reads`` every key read from it from now on (by index, by
+    attribute, ``get`` or ``in``; iterating it hands on, and so reads, every key). Objects that
+    share one set pool what one configuration's test, model factory and ``fit`` read."""
+    object.__setattr__(hparams, "_reads", reads)
+    return hparams
+
+
+def reads_of(hparams: HParams) -> set[str] | None:
+    """The set ``observe`` notes ``hparams``' reads into, or None."""
+    return hparams._reads
+
+
+def unobserved(hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``hparams`` as a dict that reads nothing: for the plugin's own bookkeeping
+    (records, comparisons), which must not count as a use of a key."""
+    if isinstance(hparams, HParams):
+        return dict(hparams._values)
+    return dict(hparams)
 
 
 def shadowed(key: str) -> str | None:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 PARAM = "_hparams_config"
 
 _RECORDER = pytest.StashKey[TrialRecorder]()
+_READS = pytest.StashKey[set[str]]()
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,16 @@ def test_name(item: pytest.Item) -> str:
     name = getattr(item, "originalname", item.name)
     parent = item.parent.nodeid if item.parent is not None else ""
     return f"{parent}::{name}" if parent else name
+
+
+def item_reads(item: pytest.Item) -> set[str]:
+    """The keys of the item's configuration read so far, by its test, its model factory and
+    ``fit``: every ``HParams`` made for the item (its fixture, a stack's member built for it
+    by another item) notes its reads here."""
+    reads = item.stash.get(_READS, None)
+    if reads is None:
+        reads = item.stash[_READS] = set()
+    return reads
 
 
 def item_recorder(item: pytest.Item) -> TrialRecorder:

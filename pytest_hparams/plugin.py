@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,11 +16,12 @@ from .devices import parse_threads
 from .errors import HParamsError, SpaceError
 from .gate.hooks import add_options as add_baseline_options
 from .gate.hooks import configure as configure_baseline
-from .hparams import HParams
+from .hparams import HParams, observe
 from .items import (
     PARAM,
     ItemSpec,
     item_device,
+    item_reads,
     item_recorder,
     item_recorders,
     item_spec,
@@ -199,8 +201,8 @@ def hparams(request: pytest.FixtureRequest) -> HParams:
                     f"@pytest.mark.hparams marker applies to it (on the test, its class or its "
                     f"module): add one, e.g. @pytest.mark.hparams(lr=[0.01, 0.1])",
                     pytrace=False)
-    return HParams(spec.config.values, seeds=spec.marker.space.seeds, id=spec.config.id,
-                   axes=spec.config.axes)
+    return observe(HParams(spec.config.values, seeds=spec.marker.space.seeds,
+                           id=spec.config.id, axes=spec.config.axes), item_reads(request.node))
 
 
 @pytest.fixture
@@ -245,7 +247,35 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
     spec = item_spec(item)
     if spec is not None and spec.marker.space.expect:
         _check_expectations(item, spec, recorder)
+    if spec is not None and "hparams" in getattr(item, "fixturenames", ()):
+        _check_every_key_read(item, spec)
     return outcome
+
+
+def _check_every_key_read(item: pytest.Item, spec: ItemSpec) -> None:
+    """Fail a test that passed while a key of its configuration was never read: not by the
+    test, its model factory, nor ``fit``. Its rows would be labelled with values that changed
+    nothing (a misspelt ``optimiser``, a ``dropout`` the model does not take)."""
+    __tracebackhide__ = True
+    reads = item_reads(item)
+    unread = [key for key in spec.config.values if key not in reads]
+    if not unread:
+        return
+    from .settings import TrainSettings  # only now: a misspelling is looked for among them
+
+    settings = TrainSettings.keys()
+    given = []
+    for key in unread:
+        others = [name for name in (*settings, *spec.config.values) if name != key]
+        close = difflib.get_close_matches(key, others, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        given.append(f"{key}={spec.config.values[key]!r}{hint}")
+    pytest.fail(
+        f"{item.nodeid}: the marker gives {', '.join(given)}, but nothing read "
+        f"{'it' if len(unread) == 1 else 'them'}: not the test, not its model factory, not fit. "
+        f"The row would show a value that changed nothing. Read it where it matters "
+        f"(hparams.{unread[0]} in the test, or in a model factory that takes hparams) or remove "
+        f"it from the marker; fit's own settings are {', '.join(settings)}.", pytrace=False)
 
 
 def _check_expectations(item: pytest.Item, spec: ItemSpec, recorder: TrialRecorder) -> None:

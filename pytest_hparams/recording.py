@@ -23,6 +23,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from .errors import HParamsError
+from .hparams import unobserved
 from .metrics import Threshold, parse_threshold
 from .space import parse_id
 from .trial import SeedRun, TrialResult, best_value
@@ -54,7 +55,7 @@ def current_recorder() -> TrialRecorder | None:
 def standalone_recorder(hparams: Mapping[str, Any]) -> TrialRecorder:
     """A recorder for a training call made outside any test item (or outside pytest)."""
     seeds = list(getattr(hparams, "seeds", (0,)))
-    return TrialRecorder(TrialResult(hparams=dict(hparams), seeds=seeds,
+    return TrialRecorder(TrialResult(hparams=unobserved(hparams), seeds=seeds,
                                      config_id=getattr(hparams, "id", "default")))
 
 
@@ -212,7 +213,7 @@ class TrialRecorder:
         in a table of its own named after this test."""
         parent = self.result
         result = TrialResult(nodeid=f"{parent.nodeid}::{config_id}", test=parent.nodeid,
-                             config_id=config_id, hparams=dict(hparams), axes=list(axes),
+                             config_id=config_id, hparams=unobserved(hparams), axes=list(axes),
                              labels=dict(labels or {}), seeds=list(seeds),
                              device=parent.device)
         recorder = TrialRecorder(result, on_epoch=self.on_epoch)

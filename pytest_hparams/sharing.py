@@ -30,8 +30,8 @@ from typing import Any
 
 import pytest
 
-from .hparams import HParams
-from .items import PARAM, ItemSpec, item_recorder, item_spec, test_name
+from .hparams import HParams, observe
+from .items import PARAM, ItemSpec, item_reads, item_recorder, item_spec, test_name
 from .session import SESSION_KEY
 from .training.peers import Member, Peers, Shared, add_note, parse_size, using_peers
 from .xdist import (
@@ -115,8 +115,8 @@ class _ItemPeers(Peers):
             if (other.nodeid, call) in self.registry.shared:
                 continue
             config = item_spec(other).config
-            hparams = HParams(config.values, seeds=self.spec.marker.space.seeds, id=config.id,
-                              axes=config.axes)
+            hparams = observe(HParams(config.values, seeds=self.spec.marker.space.seeds,
+                                      id=config.id, axes=config.axes), item_reads(other))
             found.append(Member(other.nodeid, config.id, hparams))
         return found
 

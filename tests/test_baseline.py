@@ -27,6 +27,7 @@ LRS = [float(v) for v in os.environ.get("LRS", "0.1,0.2").split(",")]
 
 @pytest.mark.hparams(lr=LRS, seeds=SEEDS)
 def test_fit(hparams, hparams_trial):
+    assert hparams.lr > 0  # a real loop would train with it
     for run in hparams_trial.runs(target={"accuracy": 0.85}):
         accuracy = 0.9 + 0.01 * torch.randn(()).item() + SHIFT
         if NUMERICS:

@@ -114,3 +114,79 @@ def test_lr():
     pass
 """)
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+UNREAD = """
+import pytest
+import torch
+from pytest_hparams import fit
+
+torch.manual_seed(0)
+X = torch.randn(64, 4)
+Y = (X[:, 0] > 0).long()
+
+
+def net(width):
+    return torch.nn.Sequential(torch.nn.Linear(4, width), torch.nn.ReLU(),
+                               torch.nn.Linear(width, 2))
+
+
+@pytest.mark.hparams(optimiser=["sgd", "adam"], lr=[0.05, 0.1], epochs=2, seeds=2)
+def test_typo(hparams):
+    fit(lambda: net(8), (X, Y), None, hparams)
+
+
+@pytest.mark.hparams(width=[4, 8], lr=[0.05, 0.1], epoch=2)
+def test_constant_typo(hparams):
+    fit(lambda hp: net(hp.width), (X, Y), None, hparams)
+
+
+@pytest.mark.hparams(width=[4, 8, 16], lr=[0.05, 0.1], epochs=2, seeds=2)
+def test_factory_reads(hparams):
+    fit(lambda hp: net(hp["width"]), (X, Y), None, hparams)
+
+
+@pytest.mark.hparams(width=[4, 8], epochs=2)
+def test_closure_reads(hparams):
+    fit(lambda: net(hparams.width), (X, Y), None, hparams, vectorize=False)
+
+
+@pytest.mark.hparams(width=[4, 8], note="a label")
+def test_handed_on_whole(hparams, hparams_trial):
+    settings = dict(hparams)
+    for run in hparams_trial.runs():
+        run.log_epoch(accuracy=settings["width"] / 10)
+
+
+@pytest.mark.hparams(width=[4, 8], epochs=3)
+def test_own_loop_ignores_epochs(hparams, hparams_trial):
+    for run in hparams_trial.runs():
+        run.log_epoch(accuracy=hparams.get("width") / 10)
+
+
+@pytest.mark.hparams(width=[4, 8], depth=2)
+def test_fails_for_its_own_reason(hparams):
+    assert hparams.width > 100
+"""
+
+
+@pytest.mark.parametrize("args", [(), ("-n", "2")], ids=["one process", "xdist"])
+def test_a_key_nothing_reads_fails_its_test_naming_the_key_and_a_guess(pytester, args):
+    """A row must not show a value that changed nothing: a key that neither the test, its model
+    factory nor fit read fails the item, whether a stack's leader built its model or not."""
+    pytester.makepyfile(test_unread=UNREAD)
+    result = pytester.runpytest("--hparams-no-table", *args)
+    result.assert_outcomes(passed=6 + 2 + 2, failed=4 + 4 + 2 + 2)
+    out = result.stdout.str()
+    for line in (  # in any order: xdist reports failures as the workers finish them
+        "*test_typo[[]optimiser=adam-lr=0.1[]]: the marker gives optimiser='adam' (did you mean "
+        "'optimizer'?), but nothing read it: not the test, not its model factory, not fit.*",
+        "*test_constant_typo[[]width=4-lr=0.05[]]: the marker gives epoch=2 (did you mean "
+        "'epochs'?)*",
+        "*test_own_loop_ignores_epochs[[]width=8[]]: the marker gives epochs=3*",
+    ):
+        result.stdout.fnmatch_lines([line])
+    for passed in ("test_factory_reads", "test_closure_reads", "test_handed_on_whole"):
+        assert f"FAILED test_unread.py::{passed}" not in out
+    # a test that fails on its own keeps its own failure
+    assert "assert 4 > 100" in out and "the marker gives depth=2" not in out

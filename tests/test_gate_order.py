@@ -59,6 +59,7 @@ import pytest
 
 @pytest.mark.hparams(lr=[0.1], seeds=2)
 def test_lr(hparams, hparams_trial):
+    assert hparams.lr > 0  # a real loop would train with it
     for run in hparams_trial.runs():
         run.log_epoch(accuracy=0.9 + 0.01 * run.seed, loss=0.1)
 """

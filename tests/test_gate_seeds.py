@@ -23,7 +23,7 @@ DIVERGE = os.environ.get("DIVERGE", "")
 
 @pytest.mark.hparams(lr=[0.1, 0.2], seeds=SEEDS)
 def test_fit(hparams, hparams_trial):
-    print("trains seeds", list(hparams.seeds))
+    print("trains seeds", list(hparams.seeds), "at lr", hparams.lr)
     for run in hparams_trial.runs():
         accuracy = 0.9 + 0.01 * torch.randn(()).item()
         if run.seed < len(DELTA):

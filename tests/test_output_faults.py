@@ -31,6 +31,7 @@ Y = (X[:, 0] > 0).long()
 
 @pytest.mark.hparams(n=list(range({count})), epochs=3)
 def test_grid(hparams):
+    assert hparams.n >= 0  # an axis that only numbers the rows
     fit(lambda: torch.nn.Linear(4, 2), (X, Y), None, hparams, vectorize=False)
 """
 

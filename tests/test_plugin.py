@@ -55,7 +55,7 @@ def test_k_selects_by_value_and_a_node_id_selects_one_configuration(pytester, ex
         """
 @pytest.mark.hparams(lr=[0.001, 0.01], optimizer=["sgd", "adam"])
 def test_optimizer(hparams):
-    pass
+    assert hparams.lr and hparams.optimizer
 """
     )
     pytester.runpytest("-k", "adam and 0.01").assert_outcomes(passed=1)
@@ -88,7 +88,7 @@ class TestModel:
 
     @pytest.mark.hparams(width=[32], depth=[1, 2])
     def test_b(self, hparams):
-        assert hparams.width == 32  # the closest marker wins
+        assert hparams.width == 32 and hparams.depth  # the closest marker wins
 """
     )
     result = pytester.runpytest("--co", "-q")
@@ -385,6 +385,7 @@ def test_own_training_loop_records_through_the_trial_fixture(pytester, example):
         """
 @pytest.mark.hparams(lr=[0.1, 0.2], seeds=3, expect={"accuracy": ">=0.5"})
 def test_loop(hparams, hparams_trial):
+    assert hparams.lr > 0  # a real loop would train with it
     for run in hparams_trial.runs(target={"accuracy": 0.6}):
         for epoch in range(5):
             acc = 0.45 + 0.1 * epoch + 0.04 * run.seed

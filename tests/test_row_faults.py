@@ -467,8 +467,10 @@ import pytest
 
 @pytest.mark.hparams(lr=[0.01, 0.1, 1.0], opt={"plain": None, "adam": "adam"}, seeds=2)
 def test_crash(hparams, hparams_trial):
+    lr, opt = hparams.lr, hparams.opt
+    dies = lr == 0.1 and opt == "adam"
     for run in hparams_trial.runs():
-        if hparams.lr == 0.1 and hparams.opt == "adam" and run.seed == 1:
+        if dies and run.seed == 1:
             os.kill(os.getpid(), signal.SIGKILL)  # the worker dies in the middle of the item
         run.log_epoch(loss=hparams.lr)
 """

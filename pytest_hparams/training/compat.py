@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..hparams import HParams
+from ..hparams import HParams, observe, reads_of, unobserved
 from .snapshot import Snapshot, difference, has_hooks, reset_by_torch, snapshot
 from .sources import Sources
 
@@ -132,7 +132,7 @@ def call_problem(call: FitCall, sources: Sources) -> str | None:
 
 def hparams_difference(trained: HParams, given: Mapping[str, Any]) -> str | None:
     """Why runs trained with ``trained`` are not those of a call given ``given``."""
-    if isinstance(given, HParams) and same_value(trained, given):
+    if isinstance(given, HParams) and same_value(unobserved(trained), unobserved(given)):
         return None
     return "its fit() hparams differ"
 
@@ -144,12 +144,15 @@ def differing_keys(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
 
 
 class ReadHParams(HParams):
-    """HParams that remember which keys a model factory read."""
+    """HParams that remember which keys a model factory read (and note them where
+    ``hparams``' reads are observed: a model factory's read is a use of the key)."""
 
     __slots__ = ("_read",)
 
     def __init__(self, hparams: HParams) -> None:
-        super().__init__(dict(hparams), seeds=hparams.seeds, id=hparams.id, axes=hparams.axes)
+        super().__init__(unobserved(hparams), seeds=hparams.seeds, id=hparams.id,
+                         axes=hparams.axes)
+        observe(self, reads_of(hparams))
         object.__setattr__(self, "_read", set())
 
     def __getitem__(self, key: str) -> Any:
@@ -162,7 +165,7 @@ class ReadHParams(HParams):
 
     def __contains__(self, key: object) -> bool:
         self._read.add(key)
-        return key in self._values
+        return super().__contains__(key)
 
     def __iter__(self) -> Any:
         self._read.update(self._values)

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..hparams import HParams
+from ..hparams import HParams, unobserved
 from ..metrics import Threshold, parse_threshold
 from ..recording import (
     RunRecorder,
@@ -179,7 +179,7 @@ def _why_alone(peers: Peers | None, hparams: Mapping[str, Any], call: FitCall) -
         return None
     own = peers.own_values()
     if own is not None and not (isinstance(hparams, HParams)
-                                and same_value(dict(hparams), dict(own))):
+                                and same_value(unobserved(hparams), unobserved(own))):
         return "fit() was not given this item's own hparams"
     for name, value in (("model", call.model), ("loss_fn", call.loss_fn)):
         if captures_hparams(value):
@@ -308,7 +308,8 @@ class Group:
         if self.restrict_keys:
             allowed = BATCHED_SETTINGS | leader_reads | keys_read(tracked)
             own = self.leader_hparams
-            other = [k for k in differing_keys(own, member.hparams) if k not in allowed]
+            other = [k for k in differing_keys(unobserved(own), unobserved(member.hparams))
+                     if k not in allowed]
             if other:
                 return (f"it differs in {other[0]!r}, which fit does not batch and the model "
                         f"factory does not read")
