@@ -19,6 +19,7 @@ import pytest
 
 from .recording import TrialRecorder
 from .session import SESSION_KEY
+from .space import format_value
 from .trial import TrialResult
 
 if TYPE_CHECKING:
@@ -91,6 +92,13 @@ def item_recorder(item: pytest.Item) -> TrialRecorder:
             result.axes = list(spec.marker.varied_axes)
             result.labels = dict(spec.config.labels)
             result.seeds = list(spec.marker.space.seeds)
+            # @pytest.mark.parametrize's arguments are columns too: rows that differ only in
+            # them must not look alike
+            params = getattr(getattr(item, "callspec", None), "params", {})
+            for name, value in params.items():
+                if name != PARAM and name not in result.hparams and name not in result.axes:
+                    result.axes.append(name)
+                    result.labels[name] = format_value(value)
         else:
             result.seeds = [0]
         progress = item.config.stash[SESSION_KEY].progress

@@ -53,6 +53,9 @@ def results_frame(source: Iterable[TrialResult] | str | os.PathLike[str]) -> pd.
         for key, value in trial.hparams.items():
             row[key if key not in _FRAME_COLUMNS else f"hp_{key}"] = (
                 trial.labels[key] if key in trial.labels else _cell_value(value))
+        for key in trial.axes:  # a @pytest.mark.parametrize argument: its id text
+            if key not in trial.hparams and key in trial.labels:
+                row[key if key not in _FRAME_COLUMNS else f"hp_{key}"] = trial.labels[key]
         for name, summary in trial.metrics.items():
             row[name] = summary.mean
             row[f"{name}_std"] = summary.std

@@ -50,6 +50,28 @@ def test_optimizer(hparams):
     ])
 
 
+def test_parametrize_arguments_are_columns_so_that_rows_never_look_alike(pytester, example):
+    example(
+        """
+@pytest.mark.parametrize("width", [4, 8])
+@pytest.mark.hparams(lr=[0.05, 0.1], epochs=2, seeds=2)
+def test_width(hparams, width):
+    net = lambda: torch.nn.Sequential(torch.nn.Linear(4, width), torch.nn.ReLU(),
+                                      torch.nn.Linear(width, 2))
+    fit(net, DATA, VAL, hparams)
+"""
+    )
+    result = pytester.runpytest("--hparams-csv", "out.csv", "--hparams-json", "run.json")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["*lr*width*accuracy*", "*0.05*4*passed", "*0.05*8*passed",
+                                 "*0.1*4*passed", "*0.1*8*passed"])
+    header, *rows = (pytester.path / "out.csv").read_text().splitlines()
+    assert "width" in header.split(",") and len(rows) == 4
+    trial = written_trials(pytester.path / "run.json")[0]
+    assert trial["axes"] == ["lr", "width"] and trial["labels"] == {"width": "4"}
+    assert trial["hparams"] == {"lr": 0.05, "epochs": 2}  # the marker's, as before
+
+
 def test_k_selects_by_value_and_a_node_id_selects_one_configuration(pytester, example):
     example(
         """
