@@ -66,6 +66,8 @@ class HParams(Mapping[str, Any]):
                        self._reads)
 
     def __reduce__(self) -> tuple[Any, ...]:
+        if self._reads is not None:  # pickled or copied: handed on whole, where reads go unseen
+            self._reads.update(self._values)
         return (partial(HParams, seeds=self.seeds, id=self.id, axes=self.axes), (self._values,))
 
     def __repr__(self) -> str:

@@ -190,3 +190,21 @@ def test_a_key_nothing_reads_fails_its_test_naming_the_key_and_a_guess(pytester,
         assert f"FAILED test_unread.py::{passed}" not in out
     # a test that fails on its own keeps its own failure
     assert "assert 4 > 100" in out and "the marker gives depth=2" not in out
+
+
+def test_a_configuration_handed_on_whole_counts_every_key_as_read():
+    """Pickled (a DataLoader worker's copy), copied or spread into a dict: what happens to the
+    values there cannot be seen, so every key counts as used."""
+    import copy
+    import pickle
+
+    from pytest_hparams import HParams
+    from pytest_hparams.hparams import observe
+
+    for hand_on in (pickle.dumps, copy.deepcopy, dict, lambda hp: {**hp}, lambda hp: hp == {}):
+        reads: set[str] = set()
+        hand_on(observe(HParams({"lr": 0.1, "width": 8}), reads))
+        assert reads == {"lr", "width"}
+    reads = set()
+    hp = observe(HParams({"lr": 0.1, "width": 8}), reads)
+    assert hp.lr == 0.1 and hp.get("nope") is None and "width" not in reads
