@@ -28,6 +28,7 @@ _SOURCES = {
     "HParams": "hparams",
     "HParamsCallback": "lightning",
     "HParamsError": "errors",
+    "HParamsWarning": "errors",
     "initialise": "models",
     "int_uniform": "space",
     "log_uniform": "space",
@@ -76,6 +77,7 @@ __all__ = [
     "HParams",
     "HParamsCallback",
     "HParamsError",
+    "HParamsWarning",
     "MetricSummary",
     "ResultsFileError",
     "RunFile",
@@ -130,6 +132,7 @@ if TYPE_CHECKING:
     from .errors import (
         CompareExpressionError,
         HParamsError,
+        HParamsWarning,
         ResultsFileError,
         SearchError,
         SettingsError,

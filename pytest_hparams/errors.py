@@ -7,6 +7,12 @@ class HParamsError(Exception):
     """Base class of every error pytest-hparams raises for bad input."""
 
 
+class HParamsWarning(UserWarning):
+    """Something a run did that its table cannot show honestly, short of an error: a key of a
+    configuration that nothing read there (``-W error::pytest_hparams.HParamsWarning`` makes
+    it fail the test)."""
+
+
 class SpaceError(HParamsError, ValueError):
     """A marker's search space is invalid; the message names the test and the key."""
 

@@ -13,7 +13,7 @@ import pytest
 
 from . import interrupts
 from .devices import parse_threads
-from .errors import HParamsError, SpaceError
+from .errors import HParamsError, HParamsWarning, SpaceError
 from .gate.hooks import add_options as add_baseline_options
 from .gate.hooks import configure as configure_baseline
 from .hparams import HParams, observe
@@ -253,9 +253,10 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
 
 
 def _check_every_key_read(item: pytest.Item, spec: ItemSpec) -> None:
-    """Fail a test that passed while a key of its configuration was never read: not by the
-    test, its model factory, nor ``fit``. Its rows would be labelled with values that changed
-    nothing (a misspelt ``optimiser``, a ``dropout`` the model does not take)."""
+    """A key of the item's configuration that nothing read (not the test, its model factory,
+    nor ``fit``) changed nothing in its row. One that looks like a misspelt ``fit`` setting
+    (``optimiser``, ``epoch``) fails the test; any other (a ``dropout`` the model does not take,
+    a ``momentum`` an own loop reads only for SGD) is a warning for this configuration."""
     __tracebackhide__ = True
     reads = item_reads(item)
     unread = [key for key in spec.config.values if key not in reads]
@@ -264,18 +265,26 @@ def _check_every_key_read(item: pytest.Item, spec: ItemSpec) -> None:
     from .settings import TrainSettings  # only now: a misspelling is looked for among them
 
     settings = TrainSettings.keys()
-    given = []
+    misspelt = {}
     for key in unread:
-        others = [name for name in (*settings, *spec.config.values) if name != key]
-        close = difflib.get_close_matches(key, others, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        given.append(f"{key}={spec.config.values[key]!r}{hint}")
-    pytest.fail(
-        f"{item.nodeid}: the marker gives {', '.join(given)}, but nothing read "
-        f"{'it' if len(unread) == 1 else 'them'}: not the test, not its model factory, not fit. "
-        f"The row would show a value that changed nothing. Read it where it matters "
-        f"(hparams.{unread[0]} in the test, or in a model factory that takes hparams) or remove "
-        f"it from the marker; fit's own settings are {', '.join(settings)}.", pytrace=False)
+        close = difflib.get_close_matches(key, settings, n=1) if key not in settings else []
+        if close:
+            misspelt[key] = close[0]
+    if misspelt:
+        given = ", ".join(f"{key}={spec.config.values[key]!r} (did you mean {close!r}?)"
+                          for key, close in misspelt.items())
+        pytest.fail(
+            f"{item.nodeid}: the marker gives {given}, but nothing read "
+            f"{'it' if len(misspelt) == 1 else 'them'}: not the test, not its model factory, not "
+            f"fit, whose settings are {', '.join(settings)}. The row would show a value that "
+            f"changed nothing: correct the name, or read it where it matters.", pytrace=False)
+    given = ", ".join(f"{key}={spec.config.values[key]!r}" for key in unread)
+    item.warn(HParamsWarning(
+        f"{item.nodeid}: the marker gives {given}, but nothing read "
+        f"{'it' if len(unread) == 1 else 'them'} in this configuration (not the test, not its "
+        f"model factory, not fit), so its row shows a value that changed nothing here. Read "
+        f"{'it' if len(unread) == 1 else 'them'} where it matters (hparams.{unread[0]} in the "
+        f"test, or in a model factory that takes hparams) or leave it out of the marker."))
 
 
 def _check_expectations(item: pytest.Item, spec: ItemSpec, recorder: TrialRecorder) -> None:

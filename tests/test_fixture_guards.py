@@ -171,25 +171,31 @@ def test_fails_for_its_own_reason(hparams):
 
 
 @pytest.mark.parametrize("args", [(), ("-n", "2")], ids=["one process", "xdist"])
-def test_a_key_nothing_reads_fails_its_test_naming_the_key_and_a_guess(pytester, args):
+def test_a_key_nothing_reads_fails_its_test_if_misspelt_and_warns_otherwise(pytester, args):
     """A row must not show a value that changed nothing: a key that neither the test, its model
-    factory nor fit read fails the item, whether a stack's leader built its model or not."""
+    factory nor fit read fails the item when it looks like a misspelt fit setting, and warns
+    otherwise, whether a stack's leader built the item's model or not."""
     pytester.makepyfile(test_unread=UNREAD)
     result = pytester.runpytest("--hparams-no-table", *args)
-    result.assert_outcomes(passed=6 + 2 + 2, failed=4 + 4 + 2 + 2)
+    result.assert_outcomes(passed=6 + 2 + 2 + 2, failed=4 + 4 + 2, warnings=2)
     out = result.stdout.str()
     for line in (  # in any order: xdist reports failures as the workers finish them
         "*test_typo[[]optimiser=adam-lr=0.1[]]: the marker gives optimiser='adam' (did you mean "
-        "'optimizer'?), but nothing read it: not the test, not its model factory, not fit.*",
+        "'optimizer'?), but nothing read it: not the test, not its model factory, not fit, "
+        "whose settings are optimizer, lr, *",
         "*test_constant_typo[[]width=4-lr=0.05[]]: the marker gives epoch=2 (did you mean "
         "'epochs'?)*",
-        "*test_own_loop_ignores_epochs[[]width=8[]]: the marker gives epochs=3*",
+        "*HParamsWarning: *test_own_loop_ignores_epochs[[]width=8[]]: the marker gives "
+        "epochs=3, but nothing read it in this configuration*",
     ):
         result.stdout.fnmatch_lines([line])
     for passed in ("test_factory_reads", "test_closure_reads", "test_handed_on_whole"):
         assert f"FAILED test_unread.py::{passed}" not in out
     # a test that fails on its own keeps its own failure
     assert "assert 4 > 100" in out and "the marker gives depth=2" not in out
+    strict = pytester.runpytest("--hparams-no-table", "-k", "own_loop", *args,
+                                "-W", "error::pytest_hparams.HParamsWarning")
+    strict.assert_outcomes(failed=2)
 
 
 def test_a_configuration_handed_on_whole_counts_every_key_as_read():
