@@ -58,9 +58,9 @@ def _bundled(name: str, loader: str) -> tuple[np.ndarray, np.ndarray]:
     spec = importlib.util.find_spec("sklearn")  # a top-level package: found, not imported
     if spec is None:
         raise ImportError(_NO_SKLEARN)
-    folders = spec.submodule_search_locations or ()
-    path = next((Path(folder, "datasets", "data", name) for folder in folders
-                 if Path(folder, "datasets", "data", name).is_file()), None)
+    found = (Path(folder, "datasets", "data", name)
+             for folder in spec.submodule_search_locations or ())
+    path = next((candidate for candidate in found if candidate.is_file()), None)
     if path is None:
         bunch = getattr(_sklearn(), loader)()
         return bunch.data, bunch.target

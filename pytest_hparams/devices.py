@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import importlib.metadata
+import importlib.util
 import os
 import re
-from typing import TYPE_CHECKING
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .errors import HParamsError
 
@@ -16,6 +22,56 @@ _SPEC = re.compile(r"^(auto|cpu|mps|cuda)(:(\d+))?$")
 
 class DeviceUnavailable(HParamsError):
     """The requested device does not exist on this machine or in this torch build."""
+
+
+def torch_build() -> tuple[str | None, str | None]:
+    """torch's version and CUDA build (``torch.__version__``, ``torch.version.cuda``; None and
+    None without torch), read without importing torch where it is not loaded yet (an xdist
+    controller, the report header): the version from the package's metadata, the CUDA build
+    from the literals of torch's generated ``version.py``. Importing torch only to name its
+    build would cost a second, and unloading it at exit more."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return torch.__version__, torch.version.cuda
+    version = torch_version()
+    if version is None:
+        return None, None
+    spec = importlib.util.find_spec("torch")  # a top-level package: found, not imported
+    for folder in (spec.submodule_search_locations or ()) if spec is not None else ():
+        with contextlib.suppress(OSError, SyntaxError, ValueError):
+            found = _literals(Path(folder, "version.py").read_text(encoding="utf-8"))
+            if "cuda" in found:
+                return version, found["cuda"]
+    import torch  # a build whose version file says nothing of CUDA: ask torch itself
+
+    return version, torch.version.cuda
+
+
+def torch_version() -> str | None:
+    """torch's version (None without torch), without importing it."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return str(torch.__version__)
+    try:
+        return importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _literals(source: str) -> dict[str, Any]:
+    """The names a module assigns literal values to at its top level."""
+    found: dict[str, Any] = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target, value = node.targets[0], node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            target, value = node.target, node.value
+        else:
+            continue
+        if isinstance(target, ast.Name):
+            with contextlib.suppress(ValueError):
+                found[target.id] = ast.literal_eval(value)
+    return found
 
 
 def _mps_available() -> bool:

@@ -6,7 +6,6 @@ is already loaded), so a suite without hyperparameter tests never pays for it.
 
 from __future__ import annotations
 
-import importlib.metadata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -19,6 +18,7 @@ from .devices import (
     parse_devices,
     resolve_device,
     torch_threads,
+    torch_version,
 )
 from .xdist import host_of, planned_workers, worker_id, workers_on_host
 
@@ -86,12 +86,8 @@ def place_process(config: pytest.Config) -> Placement:
     return Placement(device, threads=chosen)
 
 
-def torch_version() -> str:
-    """torch's version without importing it."""
-    try:
-        return importlib.metadata.version("torch")
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
+def _torch_version() -> str:
+    return torch_version() or "not installed"
 
 
 def describe(config: pytest.Config, placement: Placement | None) -> str:
@@ -101,8 +97,8 @@ def describe(config: pytest.Config, placement: Placement | None) -> str:
     shown = str(placement.device) if placement else "auto (cuda, else mps, else cpu)"
     if not specs:
         if placement is None:
-            return f"device {shown}, torch {torch_version()} (loaded when a test needs it)"
-        return f"device {shown}, torch {torch_version()}, {placement.threads}"
+            return f"device {shown}, torch {_torch_version()} (loaded when a test needs it)"
+        return f"device {shown}, torch {_torch_version()}, {placement.threads}"
     local = sum(host_of(spec) == "local" for spec in specs)
     parts = [f"{len(specs)} xdist worker{'s' if len(specs) != 1 else ''}"]
     devices_spec = config.getoption("hparams_devices")
@@ -128,4 +124,4 @@ def describe(config: pytest.Config, placement: Placement | None) -> str:
         else:
             parts.append(f"{threads_each} torch thread{plural} per worker "
                          f"({cpu_cores()} cores ÷ {local} local workers)")
-    return f"torch {torch_version()}, " + ", ".join(parts)
+    return f"torch {_torch_version()}, " + ", ".join(parts)

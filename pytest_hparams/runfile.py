@@ -16,16 +16,13 @@ a hostile or damaged file is a ResultsFileError naming the file and the field.
 
 from __future__ import annotations
 
-import ast
 import contextlib
-import importlib.util
 import json
 import math
 import os
 import re
 import secrets
 import stat
-import sys
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
@@ -162,6 +159,8 @@ def environment_info() -> dict[str, Any]:
     from pytest_benchmark.plugin import pytest_benchmark_generate_machine_info
     from pytest_benchmark.utils import get_commit_info
 
+    from .devices import torch_build
+
     version, cuda = torch_build()
     return {
         "machine_info": pytest_benchmark_generate_machine_info(),
@@ -169,41 +168,6 @@ def environment_info() -> dict[str, Any]:
         "torch": version,
         "cuda": cuda,
     }
-
-
-def torch_build() -> tuple[str | None, str | None]:
-    """torch's version and CUDA build (``torch.__version__``, ``torch.version.cuda``). An xdist
-    controller trains nothing and has not imported torch: there they are read from the
-    literals of torch's generated ``version.py``, which saves importing torch (over a second)
-    and unloading it at exit just to name the build."""
-    torch = sys.modules.get("torch")
-    if torch is None:
-        spec = importlib.util.find_spec("torch")  # a top-level package: found, not imported
-        if spec is None:
-            return None, None
-        for folder in spec.submodule_search_locations or ():
-            with contextlib.suppress(OSError, SyntaxError, ValueError):
-                found = _literals(Path(folder, "version.py").read_text(encoding="utf-8"))
-                if isinstance(found.get("__version__"), str):
-                    return found["__version__"], found.get("cuda")
-        import torch
-    return torch.__version__, torch.version.cuda
-
-
-def _literals(source: str) -> dict[str, Any]:
-    """The names a module assigns literal values to at its top level."""
-    found: dict[str, Any] = {}
-    for node in ast.parse(source).body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1:
-            target, value = node.targets[0], node.value
-        elif isinstance(node, ast.AnnAssign) and node.value is not None:
-            target, value = node.target, node.value
-        else:
-            continue
-        if isinstance(target, ast.Name):
-            with contextlib.suppress(ValueError):
-                found[target.id] = ast.literal_eval(value)
-    return found
 
 
 @dataclass

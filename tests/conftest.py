@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from pytest_hparams import RunFile, SeedRun, TrialResult, write_run
+from pytest_hparams import RunFile, SeedRun, TrialResult, read_run, write_run
 
 
 def seed_runs(finals: Iterable[Mapping[str, float]], **fields: Any) -> list[SeedRun]:
@@ -115,3 +115,13 @@ def json_paths(value: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, 
     elif isinstance(value, list):
         for index, item in enumerate(value):
             yield from json_paths(item, (*prefix, index))
+
+
+def run_with_json(pytester: Any, *args: str, subprocess: bool = False) -> tuple[Any, dict]:
+    """Run pytest with ``--hparams-json`` into a fresh file; return the outcome and every
+    trial, by node id, read back from it ({} when nothing was written)."""
+    path = pytester.path / f"run{len(list(pytester.path.glob('run*.json')))}.json"
+    run = pytester.runpytest_subprocess if subprocess else pytester.runpytest
+    outcome = run("-p", "no:randomly", f"--hparams-json={path}", *args)
+    trials = {t.nodeid: t for t in read_run(path).trials} if path.exists() else {}
+    return outcome, trials

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from pytest_hparams import HParams, TrialRecorder, fit, read_run
+from pytest_hparams import HParams, TrialRecorder, fit
 from pytest_hparams.recording import recording_into
+from tests.conftest import run_with_json as _run
 
 # pytester's in-process runs drop the modules they import, and some cannot be imported twice
 # (scikit-learn's compiled parts; torch's optimiser and vmap machinery): import them out here.
@@ -34,15 +35,6 @@ FIT = "    result = fit(model, DATA.train, DATA.val, hparams, test=DATA.test)\n"
 
 def _grid(pytester, body=FIT + "    assert result.runs\n", options=""):
     pytester.makepyfile(test_grid=GRID.format(body=body, options=options))
-
-
-def _run(pytester, *args, subprocess=False):
-    """Run pytest; return the outcome and every trial's recorded runs, seconds left out."""
-    path = pytester.path / f"run{len(list(pytester.path.glob('run*.json')))}.json"
-    run = pytester.runpytest_subprocess if subprocess else pytester.runpytest
-    outcome = run("-p", "no:randomly", f"--hparams-json={path}", *args)
-    trials = {t.nodeid: t for t in read_run(path).trials} if path.exists() else {}
-    return outcome, trials
 
 
 def _runs(trial):

@@ -10,10 +10,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_hparams import HParams, TrialRecorder, fit, read_run
+from pytest_hparams import HParams, TrialRecorder, fit
 from pytest_hparams.errors import SpaceError
 from pytest_hparams.recording import recording_into
 from pytest_hparams.space import parse_space
+from tests.conftest import run_with_json as _run
 
 # pytester's in-process runs drop the modules they import, and some cannot be imported twice
 # (scikit-learn's compiled parts; torch's optimiser and vmap machinery): import them out here.
@@ -21,15 +22,6 @@ pytest.importorskip("sklearn.datasets").load_digits()
 with recording_into(TrialRecorder()):
     fit(torch.nn.Linear(2, 2), (torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)),
         hparams=HParams({"lr": 0.1}), epochs=1)
-
-
-def _run(pytester, *args, subprocess=False):
-    """Run pytest; return the outcome and every trial, by node id, from the JSON it wrote."""
-    path = pytester.path / f"run{len(list(pytester.path.glob('run*.json')))}.json"
-    run = pytester.runpytest_subprocess if subprocess else pytester.runpytest
-    outcome = run("-p", "no:randomly", f"--hparams-json={path}", *args)
-    trials = {t.nodeid: t for t in read_run(path).trials} if path.exists() else {}
-    return outcome, trials
 
 
 def _finals(trials, metric="accuracy"):
