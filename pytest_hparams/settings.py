@@ -7,11 +7,12 @@ import math
 import numbers
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .errors import SettingsError
+
+if TYPE_CHECKING:  # torch loads when an optimiser is built: naming settings needs none of it
+    import torch
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop")
 SCHEDULES = ("none", "step", "exponential", "cosine")
@@ -155,6 +156,8 @@ class TrainSettings:
         return lr
 
     def make_optimizer(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        import torch
+
         lr, wd, momentum = float(self.lr), self.effective_weight_decay, self.effective_momentum
         params = list(params)
         if self.optimizer in ("sgd", "momentum", "nesterov"):

@@ -240,6 +240,12 @@ def test_loading_the_plugin_imports_nothing_heavy():
     assert _loaded_after("import pytest_hparams.plugin") == set()
 
 
+def test_naming_fit_settings_imports_nothing_heavy():
+    """The unread-key check names fit's settings in a test that may never have loaded torch."""
+    code = "from pytest_hparams.settings import TrainSettings; TrainSettings.keys()"
+    assert _loaded_after(code) == set()
+
+
 def test_a_suite_without_hparams_tests_never_loads_torch(pytester):
     pytester.makepyfile(test_plain="def test_one():\n    assert 1 + 1 == 2\n")
     run = f"import pytest; pytest.main([{str(pytester.path)!r}, '-q', '-p', 'no:cacheprovider'])"
