@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -130,14 +131,16 @@ class HParamsSession:
                     written.append(self.results.path)
                 self.errors += self.results.errors
             trials = self.ordered_trials()
-            for path, writer in ((self.outputs.csv, "write_csv"),
-                                 (self.outputs.markdown, "write_markdown")):
+            writers: list[tuple[Path | None, Callable[[list[TrialResult], Path], Any]]] = []
+            if self.outputs.csv is not None or self.outputs.markdown is not None:
+                # loaded only to write a file: a run without one never pays for them
+                from .report import write_csv, write_markdown
+
+                writers = [(self.outputs.csv, write_csv), (self.outputs.markdown, write_markdown)]
+            for path, write in writers:
                 if path is not None:
                     try:
-                        # loaded only to write a file: a run without one never pays for them
-                        from . import report
-
-                        getattr(report, writer)(trials, path)
+                        write(trials, path)
                     except Exception as exc:  # the other files, the table and a save go on
                         self.errors.append(f"could not write {path}: {failure_text(exc)}")
                     else:
